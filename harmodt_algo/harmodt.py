@@ -1,0 +1,688 @@
+"""HarmoDT as a d3rlpy algorithm: Config → Algo (Impl in ``impl.py``).
+
+``HarmoDT(...).fit(minari_dataset)`` trains one Decision Transformer for many
+tasks, each through its own binary mask over the shared block weights; every
+``mask_interval`` steps the masks are rewired by the harmony score (spec §6).
+The same class with dense, frozen masks is MTDT, and with prompts Prompt-DT
+(see ``presets``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from d3rlpy.algos.transformer import (
+    StatefulTransformerWrapper,
+    TransformerAlgoBase,
+    TransformerConfig,
+)
+from d3rlpy.algos.transformer.action_samplers import (
+    IdentityTransformerActionSampler,
+    TransformerActionSampler,
+)
+from d3rlpy.algos.transformer.inputs import TorchTransformerInput, TransformerInput
+from d3rlpy.algos.utility import (
+    assert_action_space_with_dataset,
+    build_scalers_with_trajectory_slicer,
+)
+from d3rlpy.base import DeviceArg, register_learnable, save_config
+from d3rlpy.constants import ActionSpace
+from d3rlpy.dataset import TrajectoryMiniBatch
+from d3rlpy.logging import D3RLPyLogger, FileAdapterFactory, LoggerAdapterFactory
+from d3rlpy.metrics import evaluate_transformer_with_environment
+from d3rlpy.optimizers import OptimizerFactory, make_optimizer_field
+from d3rlpy.optimizers.lr_schedulers import WarmupSchedulerFactory
+from d3rlpy.preprocessing import (
+    MultiplyRewardScaler,
+    ObservationScaler,
+    RewardScaler,
+    StandardObservationScaler,
+    make_observation_scaler_field,
+    make_reward_scaler_field,
+)
+from d3rlpy.torch_utility import TorchTrajectoryMiniBatch, wrap_model_by_ddp
+from d3rlpy.types import GymEnv, NDArray, Shape
+from tqdm.auto import tqdm
+from typing_extensions import Self
+
+from . import masks as mask_ops
+from .data import MultiTaskDataset, as_multitask_dataset, balanced_task_ids
+from .impl import HarmoDTImpl, HarmoDTModules, MaskUpdateSettings
+from .networks import MaskedDecisionTransformer, PromptBank, TaskMasks, activation_names
+from .optimizer import MaskedAdamWFactory
+
+__all__ = ["HarmoDTConfig", "HarmoDT", "HarmoDTTaskView", "PRESETS"]
+
+MASK_INITS = ("erk", "uniform", "dense")
+IMPORTANCES = ("fisher", "magnitude", "random")
+TASK_SCHEDULES = ("round_robin", "mixed")
+CHANGE_SCHEDULES = ("cosine", "constant")
+
+
+def _default_optim() -> OptimizerFactory:
+    # the release: AdamW lr 1e-4, wd 1e-4, clip 0.25, linear warm-up
+    return MaskedAdamWFactory(
+        weight_decay=1e-4,
+        clip_grad_norm=0.25,
+        lr_scheduler_factory=WarmupSchedulerFactory(warmup_steps=1000),
+    )
+
+
+def _with_default(make_field: Callable[[], Any], factory: Callable[[], Any]) -> Any:
+    """A d3rlpy serialisable config field with a non-trivial default."""
+    field = make_field()
+    return dataclasses.field(metadata=field.metadata, default_factory=factory)
+
+
+@dataclasses.dataclass()
+class HarmoDTConfig(TransformerConfig):
+    """Config of HarmoDT (Harmony Multi-Task Decision Transformer).
+
+    References:
+        * Hu et al., HarmoDT: Harmony Multi-Task Decision Transformer for
+          Offline Reinforcement Learning. ICML 2024 (arXiv 2405.18080).
+
+    Architecture: ``embed_size``, ``num_layers``, ``num_heads``, ``ff_size``
+    (0 → 4·embed), dropouts, ``activation_type``, ``context_size`` K,
+    ``max_timestep`` (≥ the longest episode; Meta-World: 500).
+    ``prompt_length``: Prompt-DT trajectory prompt steps per task (0 = none).
+
+    Masks: ``mask_init`` (erk | uniform | dense), ``sparsity`` (1 − density),
+    ``mask_interval`` steps between mask updates (0 = masks never change),
+    ``change_fraction`` of each task's active entries rewired at the peak of
+    the ``change_schedule`` (cosine: ⌊f·n·sin²(π s/S)⌋, or constant),
+    ``importance`` (fisher | magnitude | random), ``harmony_gamma`` γ,
+    ``mask_batch_size`` sequences per task for the harmony gradients.
+
+    Training: ``task_schedule`` round_robin (one task per step, as the
+    release) or mixed (balanced tasks in every batch); ``seed`` makes
+    sampling, dropout and mask draws reproducible and resumable.
+    ``task_names`` is set by ``fit`` (the model's task order).
+    """
+
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    optim_factory: OptimizerFactory = _with_default(
+        make_optimizer_field, _default_optim
+    )
+    observation_scaler: ObservationScaler | None = _with_default(
+        make_observation_scaler_field, StandardObservationScaler
+    )
+    reward_scaler: RewardScaler | None = _with_default(
+        make_reward_scaler_field, lambda: MultiplyRewardScaler(0.001)
+    )
+    context_size: int = 20
+    max_timestep: int = 1000
+    embed_size: int = 128
+    num_layers: int = 3
+    num_heads: int = 4
+    ff_size: int = 0
+    attn_dropout: float = 0.1
+    resid_dropout: float = 0.1
+    embed_dropout: float = 0.1
+    activation_type: str = "relu"
+    prompt_length: int = 5
+    mask_init: str = "erk"
+    sparsity: float = 0.2
+    mask_interval: int = 500
+    change_fraction: float = 0.02
+    change_schedule: str = "cosine"
+    importance: str = "fisher"
+    harmony_gamma: float = 10.0
+    mask_batch_size: int = 32
+    task_schedule: str = "round_robin"
+    seed: int = 0
+    task_names: list[str] = dataclasses.field(default_factory=list)
+
+    def create(self, device: DeviceArg = False, enable_ddp: bool = False) -> HarmoDT:
+        return HarmoDT(self, device, enable_ddp)
+
+    @staticmethod
+    def get_type() -> str:
+        return "harmodt"
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> HarmoDTConfig:
+        """One of ``PRESETS`` (harmodt-f, harmodt-m, harmodt-r, mtdt, prompt-dt)."""
+        key = name.lower()
+        if key not in PRESETS:
+            raise ValueError(
+                f"unknown preset {name!r}; choose one of {sorted(PRESETS)}"
+            )
+        return cls(**{**PRESETS[key], **overrides})
+
+    @property
+    def uses_masks(self) -> bool:
+        """False for dense masks that never change: the mask path is skipped."""
+        return not (self.mask_init == "dense" and self.mask_interval == 0)
+
+    def validate(self) -> None:
+        """Fail fast with the valid choices, before anything is built."""
+
+        def choice(name: str, value: str, valid: Sequence[str]) -> None:
+            if value not in valid:
+                raise ValueError(
+                    f"unknown {name} {value!r}; choose one of {list(valid)}"
+                )
+
+        choice("mask_init", self.mask_init, MASK_INITS)
+        choice("importance", self.importance, IMPORTANCES)
+        choice("task_schedule", self.task_schedule, TASK_SCHEDULES)
+        choice("change_schedule", self.change_schedule, CHANGE_SCHEDULES)
+        choice("activation_type", self.activation_type, activation_names())
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if not 0.0 <= self.change_fraction <= 1.0:
+            raise ValueError(
+                f"change_fraction must be in [0, 1], got {self.change_fraction}"
+            )
+        for name in ("mask_interval", "prompt_length", "ff_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in (
+            "batch_size",
+            "mask_batch_size",
+            "context_size",
+            "embed_size",
+            "num_layers",
+            "num_heads",
+            "max_timestep",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.embed_size % self.num_heads:
+            raise ValueError(
+                f"embed_size ({self.embed_size}) must be divisible by num_heads "
+                f"({self.num_heads})"
+            )
+        if len(set(self.task_names)) != len(self.task_names):
+            raise ValueError(f"task_names has duplicates: {self.task_names}")
+
+
+#: Named variants and baselines; each is one line for a user:
+#: ``HarmoDT.from_preset("mtdt")``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "harmodt-f": {"importance": "fisher"},
+    "harmodt-m": {"importance": "magnitude"},
+    "harmodt-r": {"importance": "random"},
+    "mtdt": {"mask_init": "dense", "mask_interval": 0, "prompt_length": 0},
+    "prompt-dt": {"mask_init": "dense", "mask_interval": 0},
+}
+
+
+def _step_seed(seed: int, step: int, stream: int) -> list[int]:
+    """Seed sequence of one step: sampling is a function of (seed, step), so a
+    resumed run draws exactly what an uninterrupted one would."""
+    return [seed, step, stream]
+
+
+class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
+    """Harmony Multi-Task Decision Transformer (d3rlpy algorithm).
+
+    .. code-block:: python
+
+        import minari
+        from harmodt_algo import HarmoDT
+
+        algo = HarmoDT().fit(minari.load_dataset("metaworld-v3/mt5/near-optimal-v0"),
+                             n_steps=10_000)
+        actor = algo.for_task("reach-v3").as_stateful_wrapper(target_return=4500)
+    """
+
+    def __init__(
+        self,
+        config: HarmoDTConfig | None = None,
+        device: DeviceArg = False,
+        enable_ddp: bool = False,
+        impl: HarmoDTImpl | None = None,
+    ):
+        config = HarmoDTConfig() if config is None else config
+        config.validate()
+        super().__init__(config, device, enable_ddp, impl)
+
+    @classmethod
+    def from_preset(
+        cls, name: str, device: DeviceArg = False, **overrides: Any
+    ) -> HarmoDT:
+        return cls(HarmoDTConfig.from_preset(name, **overrides), device)
+
+    # ------------------------------------------------------------- building
+    def inner_create_impl(self, observation_shape: Shape, action_size: int) -> None:
+        cfg = self._config
+        if not cfg.task_names:
+            raise ValueError(
+                "HarmoDT needs its task list before building: call fit(dataset), "
+                "or set HarmoDTConfig(task_names=[...]) to build without data"
+            )
+        if not isinstance(observation_shape, Sequence) or len(observation_shape) != 1:
+            raise ValueError(
+                f"HarmoDT supports flat vector observations; got shape "
+                f"{observation_shape}"
+            )
+        obs_size = int(observation_shape[0])  # type: ignore[arg-type]
+        num_tasks = len(cfg.task_names)
+        net = MaskedDecisionTransformer(
+            observation_size=obs_size,
+            action_size=action_size,
+            embed_size=cfg.embed_size,
+            num_layers=cfg.num_layers,
+            num_heads=cfg.num_heads,
+            ff_size=cfg.ff_size or 4 * cfg.embed_size,
+            context_size=cfg.context_size,
+            max_timestep=cfg.max_timestep,
+            prompt_length=cfg.prompt_length,
+            attn_dropout=cfg.attn_dropout,
+            resid_dropout=cfg.resid_dropout,
+            embed_dropout=cfg.embed_dropout,
+            activation_type=cfg.activation_type,
+        ).to(self._device)
+        shapes = {n: tuple(p.shape) for n, p in net.masked_parameters().items()}
+        task_masks = TaskMasks(shapes, num_tasks).to(self._device)
+        densities = mask_ops.layer_densities(cfg.mask_init, shapes, 1.0 - cfg.sparsity)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        task_masks.assign(
+            mask_ops.sample_masks(shapes, densities, num_tasks, generator)
+        )
+        prompts = PromptBank(num_tasks, cfg.prompt_length, obs_size, action_size).to(
+            self._device
+        )
+        optim = cfg.optim_factory.create(
+            net.named_modules(), lr=cfg.learning_rate, compiled=False
+        )
+        transformer = wrap_model_by_ddp(net) if self._enable_ddp else net
+        modules = HarmoDTModules(
+            transformer=transformer, masks=task_masks, prompts=prompts, optim=optim
+        )
+        self._impl = HarmoDTImpl(
+            observation_shape=observation_shape,
+            action_size=action_size,
+            modules=modules,
+            settings=MaskUpdateSettings(
+                importance=cfg.importance,
+                gamma=cfg.harmony_gamma,
+                use_masks=cfg.uses_masks,
+            ),
+            device=self._device,
+        )
+
+    def get_action_type(self) -> ActionSpace:
+        return ActionSpace.CONTINUOUS
+
+    # ---------------------------------------------------------------- tasks
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(self._config.task_names)
+
+    @property
+    def grad_step(self) -> int:
+        """Optimizer steps taken so far (saved with the model, so resumable)."""
+        return self._impl.step if self._impl else 0
+
+    def task_index(self, task: str | int) -> int:
+        names = self.task_names
+        if isinstance(task, (int, np.integer)) and not isinstance(task, bool):
+            if 0 <= int(task) < len(names):
+                return int(task)
+            raise ValueError(f"task index {task} out of range for {len(names)} tasks")
+        if task not in names:
+            raise ValueError(f"unknown task {task!r}; known tasks: {list(names)}")
+        return names.index(str(task))
+
+    def for_task(self, task: str | int) -> HarmoDTTaskView:
+        """A single-task view that acts like d3rlpy's ``DecisionTransformer``."""
+        if self._impl is None:
+            raise RuntimeError("the model is not built yet: fit() or load it first")
+        return HarmoDTTaskView(self, self.task_index(task))
+
+    # -------------------------------------------------------------- predict
+    def predict(self, inpt: TransformerInput, task: str | int | None = None) -> NDArray:
+        """Action for the last step of ``inpt`` as ``task`` (required when the
+        model has several tasks; use ``for_task`` for d3rlpy's interface)."""
+        assert self._impl is not None, "the model is not built yet"
+        if task is None:
+            if len(self.task_names) != 1:
+                raise ValueError(
+                    "predict needs task= for a multi-task model; known tasks: "
+                    f"{list(self.task_names)}"
+                )
+            task = 0
+        index = self.task_index(task)
+        _check_finite(inpt)
+        with torch.no_grad():
+            torch_inpt = TorchTransformerInput.from_numpy(
+                inpt=inpt,
+                context_size=self._config.context_size,
+                device=self._device,
+                observation_scaler=self._config.observation_scaler,
+                action_scaler=self._config.action_scaler,
+                reward_scaler=self._config.reward_scaler,
+            )
+            action = self._impl.predict_task(torch_inpt, index)
+            if self._config.action_scaler:
+                action = self._config.action_scaler.reverse_transform(action)
+        return action.cpu().numpy()  # type: ignore[no-any-return]
+
+    # --------------------------------------------------------------- update
+    def update(
+        self,
+        batch: TrajectoryMiniBatch,
+        task_ids: NDArray | Sequence[int] | None = None,
+    ) -> dict[str, float]:
+        """One gradient step. ``task_ids`` (B,) says which task each sequence
+        belongs to; without it the step's task follows round-robin."""
+        assert self._impl is not None, "the model is not built yet"
+        torch_batch = TorchTrajectoryMiniBatch.from_batch(
+            batch=batch,
+            device=self._device,
+            observation_scaler=self._config.observation_scaler,
+            action_scaler=self._config.action_scaler,
+            reward_scaler=self._config.reward_scaler,
+        )
+        if task_ids is None:
+            metrics = self._impl.update(torch_batch, self.grad_step)
+        else:
+            ids = torch.as_tensor(
+                np.asarray(task_ids), dtype=torch.long, device=self._device
+            )
+            if ids.shape != (batch.actions.shape[0],):
+                raise ValueError(
+                    f"task_ids must have shape ({batch.actions.shape[0]},), "
+                    f"got {tuple(ids.shape)}"
+                )
+            metrics = self._impl.update_tasks(torch_batch, ids)
+        self._grad_step = self.grad_step
+        return self._name_task_metrics(metrics)
+
+    def _name_task_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        out = {}
+        for key, value in metrics.items():
+            if key.startswith("task_loss/"):
+                key = "loss_" + self.task_names[int(key.split("/")[1])]
+            out[key] = value
+        return out
+
+    def _to_torch(self, batch: TrajectoryMiniBatch) -> TorchTrajectoryMiniBatch:
+        return TorchTrajectoryMiniBatch.from_batch(
+            batch=batch,
+            device=self._device,
+            observation_scaler=self._config.observation_scaler,
+            action_scaler=self._config.action_scaler,
+            reward_scaler=self._config.reward_scaler,
+        )
+
+    def change_counts(self, step: int) -> torch.Tensor:
+        """(T,) entries each task rewires at ``step`` (the change schedule)."""
+        assert self._impl is not None
+        cfg = self._config
+        active = self._impl.flat_masks().sum(dim=1)  # (T,)
+        horizon = max(int(self._impl._modules.masks.schedule_horizon), 1)
+        counts = []
+        for n in active.tolist():
+            if cfg.change_schedule == "cosine":
+                counts.append(
+                    mask_ops.change_count(step, horizon, cfg.change_fraction, n)
+                )
+            else:
+                counts.append(int(math.floor(cfg.change_fraction * n)))
+        return torch.tensor(counts, dtype=torch.long)
+
+    def update_masks(self, dataset: MultiTaskDataset, step: int) -> dict[str, float]:
+        """The outer loop: harmony-score drop and grow on fresh per-task batches."""
+        assert self._impl is not None
+        cfg = self._config
+        rng = np.random.default_rng(_step_seed(cfg.seed, step, 1))
+        index = self._dataset_task_index(dataset)
+        batches = []
+        for t in range(len(self.task_names)):
+            ds_task = int(np.flatnonzero(index == t)[0]) if (index == t).any() else -1
+            if ds_task < 0:
+                raise ValueError(
+                    f"mask update needs data for every task; the dataset has none "
+                    f"for {self.task_names[t]!r}"
+                )
+            ids = np.full(cfg.mask_batch_size, ds_task)
+            batches.append(
+                self._to_torch(dataset.sample_batch(ids, cfg.context_size, rng))
+            )
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        return self._impl.update_masks(batches, self.change_counts(step), generator)
+
+    # ------------------------------------------------------------------ fit
+    def _dataset_task_index(self, dataset: MultiTaskDataset) -> NDArray:
+        """Model task index of each dataset task (dataset order)."""
+        missing = [n for n in dataset.task_names if n not in self.task_names]
+        if missing:
+            raise ValueError(
+                f"the dataset has tasks this model does not know: {missing}; "
+                f"model tasks: {list(self.task_names)}"
+            )
+        return np.array([self.task_names.index(n) for n in dataset.task_names])
+
+    def _prepare(self, dataset: MultiTaskDataset) -> None:
+        """Task list, scalers, model and prompts from the data (first fit only)."""
+        cfg = self._config
+        if dataset.max_episode_length > cfg.max_timestep:
+            raise ValueError(
+                f"the dataset has episodes of {dataset.max_episode_length} steps but "
+                f"max_timestep is {cfg.max_timestep}; set "
+                f"HarmoDTConfig(max_timestep>={dataset.max_episode_length})"
+            )
+        if self._impl is not None:
+            self._dataset_task_index(dataset)
+            return
+        if not cfg.task_names:
+            cfg.task_names = list(dataset.task_names)
+        else:
+            self._dataset_task_index(dataset)
+        replay = dataset.as_replay_buffer()
+        assert_action_space_with_dataset(self, replay.dataset_info)
+        build_scalers_with_trajectory_slicer(self, replay)
+        self.create_impl(dataset.observation_shape, dataset.action_size)
+        assert self._impl is not None
+        if cfg.prompt_length > 0:
+            self._impl._modules.prompts.assign(self._scaled_prompts(dataset))
+
+    def _scaled_prompts(self, dataset: MultiTaskDataset) -> dict[str, torch.Tensor]:
+        cfg = self._config
+        raw = dataset.prompt_arrays(cfg.prompt_length)
+        index = self._dataset_task_index(dataset)
+        order = np.argsort(index)  # dataset order -> model order
+        arrays = {k: torch.as_tensor(np.asarray(v)[order]) for k, v in raw.items()}
+        if cfg.observation_scaler is not None:
+            arrays["observations"] = cfg.observation_scaler.transform(
+                arrays["observations"].float().to(self._device)
+            )
+        if cfg.action_scaler is not None:
+            arrays["actions"] = cfg.action_scaler.transform(
+                arrays["actions"].float().to(self._device)
+            )
+        if cfg.reward_scaler is not None:
+            arrays["returns_to_go"] = cfg.reward_scaler.transform(
+                arrays["returns_to_go"].float().to(self._device)
+            )
+        return arrays
+
+    def fit(  # type: ignore[override]
+        self,
+        dataset: Any,
+        n_steps: int,
+        n_steps_per_epoch: int = 10000,
+        experiment_name: str | None = None,
+        with_timestamp: bool = True,
+        logger_adapter: LoggerAdapterFactory | None = None,
+        show_progress: bool = True,
+        eval_env: Mapping[str, GymEnv] | None = None,
+        eval_target_return: float | Mapping[str, float] | None = None,
+        eval_action_sampler: TransformerActionSampler | None = None,
+        save_interval: int = 1,
+        callback: Callable[[Self, int, int], None] | None = None,
+    ) -> Self:
+        """Train on a multi-task Minari dataset (or a list/dict of per-task
+        ones, or a ``MultiTaskDataset``); returns ``self``.
+
+        Same options as d3rlpy's ``fit``. ``eval_env`` maps task names to
+        environments, evaluated with d3rlpy's own
+        ``evaluate_transformer_with_environment`` after every epoch; the target
+        return defaults to the task's best return in the dataset.
+        """
+        if n_steps <= 0 or n_steps_per_epoch <= 0:
+            raise ValueError("n_steps and n_steps_per_epoch must be > 0")
+        data = as_multitask_dataset(dataset)
+        self._prepare(data)
+        assert self._impl is not None
+        cfg = self._config
+        task_index = self._dataset_task_index(data)
+        masks_module = self._impl._modules.masks
+        start = self.grad_step
+        masks_module.schedule_horizon.fill_(start + n_steps)
+
+        logger = D3RLPyLogger(
+            algo=self,
+            adapter_factory=logger_adapter or FileAdapterFactory(),
+            experiment_name=experiment_name or self.__class__.__name__,
+            n_steps_per_epoch=n_steps_per_epoch,
+            with_timestamp=with_timestamp,
+        )
+        save_config(self, logger)
+
+        n_epochs = math.ceil(n_steps / n_steps_per_epoch)
+        total_step = 0
+        for epoch in range(1, n_epochs + 1):
+            epoch_steps = min(n_steps_per_epoch, n_steps - total_step)
+            epoch_loss: dict[str, list[float]] = defaultdict(list)
+            range_gen = tqdm(
+                range(epoch_steps),
+                disable=not show_progress,
+                desc=f"Epoch {epoch}/{n_epochs}",
+            )
+            for itr in range_gen:
+                step = self.grad_step
+                with logger.measure_time("step"):
+                    with logger.measure_time("sample_batch"):
+                        rng = np.random.default_rng(_step_seed(cfg.seed, step, 0))
+                        ds_ids = self._schedule(step, data.num_tasks, rng)
+                        batch = data.sample_batch(ds_ids, cfg.context_size, rng)
+                    torch.manual_seed(int(rng.integers(2**62)))
+                    with logger.measure_time("algorithm_update"):
+                        metrics = self.update(batch, task_index[ds_ids])
+                    if (
+                        cfg.mask_interval > 0
+                        and self.grad_step % cfg.mask_interval == 0
+                    ):
+                        with logger.measure_time("mask_update"):
+                            metrics.update(self.update_masks(data, self.grad_step))
+                    for name, val in metrics.items():
+                        logger.add_metric(name, val)
+                        epoch_loss[name].append(val)
+                    if itr % 10 == 0:
+                        range_gen.set_postfix(
+                            {"loss": float(np.mean(epoch_loss["loss"]))}
+                        )
+                total_step += 1
+                if callback:
+                    callback(self, epoch, total_step)
+
+            if eval_env:
+                for name, score in self._evaluate(
+                    data, eval_env, eval_target_return, eval_action_sampler
+                ).items():
+                    logger.add_metric(name, score)
+            logger.commit(epoch, total_step)
+            if epoch % save_interval == 0 or epoch == n_epochs:
+                logger.save_model(total_step, self)
+        logger.close()
+        return self
+
+    def _schedule(self, step: int, num_tasks: int, rng: np.random.Generator) -> NDArray:
+        """Dataset task of each sequence in this step's batch (B,)."""
+        size = self._config.batch_size
+        if self._config.task_schedule == "round_robin":
+            return np.full(size, step % num_tasks, dtype=np.int64)
+        return balanced_task_ids(size, num_tasks, rng)
+
+    def _evaluate(
+        self,
+        data: MultiTaskDataset,
+        envs: Mapping[str, GymEnv],
+        target: float | Mapping[str, float] | None,
+        sampler: TransformerActionSampler | None,
+    ) -> dict[str, float]:
+        scores = {}
+        for name, env in envs.items():
+            if target is None:
+                ret = data.max_return(data.task_names.index(name))
+            elif isinstance(target, Mapping):
+                ret = target[name]
+            else:
+                ret = float(target)
+            actor = self.for_task(name).as_stateful_wrapper(ret, sampler)
+            scores[f"environment_{name}"] = evaluate_transformer_with_environment(
+                algo=actor, env=env
+            )
+        scores["environment"] = float(np.mean(list(scores.values())))
+        return scores
+
+
+class HarmoDTTaskView:
+    """HarmoDT bound to one task: the surface of d3rlpy's DecisionTransformer.
+
+    ``predict(TransformerInput)`` and ``as_stateful_wrapper(target_return)``
+    behave like d3rlpy's, so ``evaluate_transformer_with_environment`` and
+    ``StatefulTransformerWrapper`` run on it unchanged.
+    """
+
+    def __init__(self, algo: HarmoDT, task_index: int):
+        self._algo = algo
+        self._task_index = task_index
+
+    @property
+    def task_name(self) -> str:
+        return self._algo.task_names[self._task_index]
+
+    @property
+    def task_index(self) -> int:
+        return self._task_index
+
+    @property
+    def algo(self) -> HarmoDT:
+        return self._algo
+
+    @property
+    def config(self) -> HarmoDTConfig:
+        return self._algo.config
+
+    @property
+    def impl(self) -> HarmoDTImpl | None:
+        return self._algo.impl
+
+    def get_action_type(self) -> ActionSpace:
+        return self._algo.get_action_type()
+
+    def predict(self, inpt: TransformerInput) -> NDArray:
+        return self._algo.predict(inpt, task=self._task_index)
+
+    def as_stateful_wrapper(
+        self,
+        target_return: float,
+        action_sampler: TransformerActionSampler | None = None,
+    ) -> StatefulTransformerWrapper[HarmoDTImpl, HarmoDTConfig]:
+        sampler = action_sampler or IdentityTransformerActionSampler()
+        return StatefulTransformerWrapper(self, target_return, sampler)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"HarmoDTTaskView(task={self.task_name!r})"
+
+
+def _check_finite(inpt: TransformerInput) -> None:
+    obs = np.asarray(inpt.observations)
+    if not np.all(np.isfinite(obs)):
+        raise ValueError("observation contains NaN or inf; check the environment")
+
+
+register_learnable(HarmoDTConfig)

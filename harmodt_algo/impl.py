@@ -1,0 +1,266 @@
+"""Torch side of HarmoDT: the frozen Modules and the Impl (inner loop + mask update).
+
+Mirrors d3rlpy's ``DecisionTransformerImpl`` but every forward pass runs
+through the tasks' masks, every optimizer step masks the *update*, and the
+outer loop (``update_masks``) rewires masks by the harmony score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import torch
+from d3rlpy.algos.transformer import TransformerAlgoImplBase
+from d3rlpy.algos.transformer.inputs import TorchTransformerInput
+from d3rlpy.optimizers import OptimizerWrapper
+from d3rlpy.torch_utility import Modules, TorchTrajectoryMiniBatch, eval_api, train_api
+from d3rlpy.types import Shape
+from torch import nn
+
+from . import masks as mask_ops
+from .networks import (
+    MaskedDecisionTransformer,
+    PromptBank,
+    TaskMasks,
+    effective_weights,
+)
+from .optimizer import MaskedOptimizerWrapper
+
+__all__ = ["HarmoDTModules", "HarmoDTImpl", "MaskUpdateSettings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class HarmoDTModules(Modules):
+    """Everything d3rlpy checkpoints: weights, masks, prompts, optimizer state."""
+
+    transformer: MaskedDecisionTransformer
+    masks: TaskMasks
+    prompts: PromptBank
+    optim: OptimizerWrapper
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskUpdateSettings:
+    """The outer loop's hyperparameters (copied from the config)."""
+
+    importance: str
+    gamma: float
+    use_masks: bool
+
+
+def _unwrap(module: nn.Module) -> MaskedDecisionTransformer:
+    inner = getattr(module, "module", module)  # DDP wraps the model
+    assert isinstance(inner, MaskedDecisionTransformer)
+    return inner
+
+
+class HarmoDTImpl(TransformerAlgoImplBase):
+    _modules: HarmoDTModules
+
+    def __init__(
+        self,
+        observation_shape: Shape,
+        action_size: int,
+        modules: HarmoDTModules,
+        settings: MaskUpdateSettings,
+        device: str,
+    ):
+        super().__init__(observation_shape, action_size, modules, device)
+        self._settings = settings
+        self._net = _unwrap(modules.transformer)
+        self._masked: dict[str, nn.Parameter] = self._net.masked_parameters()
+        self._names = tuple(self._masked)
+        self._shapes = {n: tuple(p.shape) for n, p in self._masked.items()}
+
+    # ------------------------------------------------------------------ props
+    @property
+    def num_tasks(self) -> int:
+        return self._modules.masks.num_tasks
+
+    @property
+    def masked_names(self) -> tuple[str, ...]:
+        return self._names
+
+    @property
+    def step(self) -> int:
+        return int(self._modules.masks.step)
+
+    def _weights(self, task_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self._settings.use_masks:
+            # dense masks that never change (MTDT / Prompt-DT): no extra cost
+            return dict(self._masked)
+        return effective_weights(self._masked, self._modules.masks, task_ids)
+
+    def _forward(
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        masks: torch.Tensor,
+        task_ids: torch.Tensor,
+        weights: Mapping[str, torch.Tensor],
+    ) -> torch.Tensor:
+        return self._modules.transformer(  # type: ignore[no-any-return]
+            observations,
+            actions,
+            returns_to_go,
+            timesteps,
+            masks,
+            task_ids,
+            weights,
+            self._modules.prompts,
+        )
+
+    def _per_sequence_loss(
+        self,
+        batch: TorchTrajectoryMiniBatch,
+        task_ids: torch.Tensor,
+        weights: Mapping[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """Action MSE per sequence (B,), d3rlpy's convention (sum over action
+        dims, mean over all L positions, padding counted as zero)."""
+        assert isinstance(batch.observations, torch.Tensor)
+        pred = self._forward(
+            batch.observations,
+            batch.actions,
+            batch.returns_to_go,
+            batch.timesteps,
+            batch.masks,
+            task_ids,
+            weights,
+        )  # (B, L, A)
+        err = ((pred - batch.actions) ** 2).sum(dim=-1) * batch.masks  # (B, L)
+        return err.mean(dim=1)  # (B,)
+
+    # --------------------------------------------------------------- predict
+    @eval_api
+    def predict_task(self, inpt: TorchTransformerInput, task_id: int) -> torch.Tensor:
+        """Action (A,) for the last step of ``inpt``, acting as task ``task_id``."""
+        return self._predict_task(inpt, task_id)
+
+    def _predict_task(self, inpt: TorchTransformerInput, task_id: int) -> torch.Tensor:
+        assert isinstance(inpt.observations, torch.Tensor)
+        task_ids = torch.full((1,), task_id, dtype=torch.long, device=self.device)
+        action = self._forward(
+            inpt.observations,
+            inpt.actions,
+            inpt.returns_to_go,
+            inpt.timesteps,
+            inpt.masks,
+            task_ids,
+            self._weights(task_ids),
+        )  # (1, L, A)
+        return action[0][-1]
+
+    def inner_predict(self, inpt: TorchTransformerInput) -> torch.Tensor:
+        if self.num_tasks != 1:
+            raise ValueError(
+                "this model has several tasks: predict through a task-bound view, "
+                "e.g. algo.for_task('reach-v3').predict(...)"
+            )
+        return self._predict_task(inpt, 0)
+
+    # ---------------------------------------------------------------- update
+    @train_api
+    def update_tasks(
+        self, batch: TorchTrajectoryMiniBatch, task_ids: torch.Tensor
+    ) -> dict[str, float]:
+        """One optimizer step on sequences of the given tasks (B,)."""
+        return self._update_tasks(batch, task_ids)
+
+    def _update_tasks(
+        self, batch: TorchTrajectoryMiniBatch, task_ids: torch.Tensor
+    ) -> dict[str, float]:
+        optim = self._modules.optim
+        optim.zero_grad()
+        per_seq = self._per_sequence_loss(batch, task_ids, self._weights(task_ids))
+        loss = per_seq.mean()
+        loss.backward()
+        if self._settings.use_masks and isinstance(optim, MaskedOptimizerWrapper):
+            union = self._modules.masks.union(torch.unique(task_ids))
+            optim.set_update_mask({self._masked[n]: union[n] for n in self._names})
+        optim.step()
+        self._modules.masks.step += 1
+        metrics = {"loss": float(loss.detach())}
+        per_task = torch.zeros(self.num_tasks, device=per_seq.device).index_add_(
+            0, task_ids, per_seq.detach()
+        )
+        counts = torch.bincount(task_ids, minlength=self.num_tasks)
+        for t in torch.nonzero(counts).flatten().tolist():
+            metrics[f"task_loss/{t}"] = float(per_task[t] / counts[t])
+        return metrics
+
+    def inner_update(
+        self, batch: TorchTrajectoryMiniBatch, grad_step: int
+    ) -> dict[str, float]:
+        # d3rlpy's single-batch API: round-robin task by step
+        batch_size = batch.actions.shape[0]
+        task = grad_step % self.num_tasks
+        task_ids = torch.full((batch_size,), task, dtype=torch.long, device=self.device)
+        return self._update_tasks(batch, task_ids)
+
+    # ----------------------------------------------------------- mask update
+    @train_api
+    def task_gradients(
+        self, batches: Sequence[TorchTrajectoryMiniBatch]
+    ) -> torch.Tensor:
+        """Gradient of each task's loss w.r.t. its *effective* weights θ⊙M_t.
+
+        (T, N). Unlike the gradient w.r.t. θ (zero wherever M_t is 0), this is
+        defined at inactive entries too, so growth is scored, not blind.
+        """
+        rows = []
+        for t, batch in enumerate(batches):
+            ids = torch.full(
+                (batch.actions.shape[0],), t, dtype=torch.long, device=self.device
+            )
+            weights = effective_weights(self._masked, self._modules.masks, ids)
+            loss = self._per_sequence_loss(batch, ids, weights).mean()
+            grads = torch.autograd.grad(loss, [weights[n] for n in self._names])
+            rows.append(torch.cat([g.reshape(-1) for g in grads]))
+        return torch.stack(rows)  # (T, N)
+
+    def update_masks(
+        self,
+        batches: Sequence[TorchTrajectoryMiniBatch],
+        change_counts: torch.Tensor,
+        generator: torch.Generator,
+    ) -> dict[str, float]:
+        """Drop conflicting, grow harmonious entries; density is preserved.
+
+        ``batches``: one fresh batch per task (in task order).
+        ``change_counts``: (T,) entries to drop (and grow) per task.
+        """
+        grads = self.task_gradients(batches)  # (T, N)
+        with torch.no_grad():
+            harmony = mask_ops.harmony_scores(grads)  # (T, N)
+            theta = torch.cat(
+                [self._masked[n].detach().reshape(-1) for n in self._names]
+            )
+            importance = mask_ops.importance_scores(
+                self._settings.importance, grads, theta, generator
+            )
+            old = mask_ops.flatten_masks(self._modules.masks.as_dict(), self._names)
+            new = mask_ops.drop_and_grow(
+                old, self._settings.gamma * harmony + importance, harmony, change_counts
+            )
+            self._modules.masks.assign(
+                mask_ops.unflatten_masks(new, self._shapes, self._names)
+            )
+            unit = torch.nn.functional.normalize(grads, dim=1)
+            cos = unit @ unit.T  # (T, T)
+            num_tasks = grads.shape[0]
+            off = ~torch.eye(num_tasks, dtype=torch.bool, device=cos.device)
+            conflict = float(cos[off].mean()) if num_tasks > 1 else 1.0
+            return {
+                "mask_changed": float((new != old).sum()),
+                "harmony_mean": float(harmony[old].mean()),
+                "grad_cosine": conflict,
+                "mask_density": float(new.float().mean()),
+            }
+
+    def flat_masks(self) -> torch.Tensor:
+        """(T, N) bool view of all masks, in ``masked_names`` order."""
+        return mask_ops.flatten_masks(self._modules.masks.as_dict(), self._names)

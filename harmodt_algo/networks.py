@@ -1,0 +1,400 @@
+"""The torch modules of HarmoDT: a Decision Transformer whose blocks run masked.
+
+Why a network of our own rather than d3rlpy's ``ContinuousDecisionTransformer``:
+every task acts through its own sub-network θ ⊙ M_t, and a *mixed* batch holds
+sequences of several tasks at once. The block layers therefore take their
+(effective) weights as arguments: a plain ``(out, in)`` weight when the whole
+batch shares one task, or a per-sequence ``(B, out, in)`` weight for mixed
+batches, computed with one batched matmul instead of a Python loop over tasks.
+
+What is masked (documented choice, see README): every parameter of the
+transformer blocks (LayerNorms, fused QKV, attention output projection, MLP,
+biases included). Token embeddings, the timestep embedding, the final
+LayerNorm and the action head are shared by all tasks; they are trained by
+every task, like in the release where only their *updates* were masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "MaskedDecisionTransformer",
+    "TaskMasks",
+    "PromptBank",
+    "effective_weights",
+]
+
+#: Additive attention bias for forbidden positions (as d3rlpy: finite, so a
+#: fully padded row stays finite instead of NaN).
+_NEG = -10000.0
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "swish": nn.SiLU,
+    "silu": nn.SiLU,
+}
+
+
+def activation_names() -> tuple[str, ...]:
+    return tuple(_ACTIVATIONS)
+
+
+def _buffer_name(param_name: str) -> str:
+    # buffers cannot contain dots
+    return param_name.replace(".", "__")
+
+
+class _Block(nn.Module):
+    """Parameter holder of one GPT block; its forward lives in the parent.
+
+    Standard ``nn.Linear``/``nn.LayerNorm`` modules are used for storage so
+    initialisation, naming and d3rlpy's weight-decay grouping (by module type)
+    work unchanged.
+    """
+
+    def __init__(self, embed_size: int, ff_size: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(embed_size, eps=0.003)
+        self.qkv = nn.Linear(embed_size, 3 * embed_size)
+        self.proj = nn.Linear(embed_size, embed_size)
+        self.ln2 = nn.LayerNorm(embed_size, eps=0.003)
+        self.fc1 = nn.Linear(embed_size, ff_size)
+        self.fc2 = nn.Linear(ff_size, embed_size)
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``x @ w.T + b`` for shared ``w (out, in)`` or per-sequence ``w (B, out, in)``."""
+    if w.dim() == 2:
+        return F.linear(x, w, b)
+    # (B, S, in) x (B, in, out) + (B, 1, out) -> (B, S, out)
+    return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+
+def _layer_norm(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float
+) -> torch.Tensor:
+    size = x.shape[-1:]
+    if w.dim() == 1:
+        return F.layer_norm(x, size, w, b, eps)
+    # per-sequence affine: (B, S, D) * (B, 1, D) + (B, 1, D)
+    return F.layer_norm(x, size, None, None, eps) * w.unsqueeze(1) + b.unsqueeze(1)
+
+
+class TaskMasks(nn.Module):
+    """Every task's binary mask over the masked parameters, as bool buffers.
+
+    Buffers (not parameters) so d3rlpy's checkpointing carries them bit-exactly
+    and the optimizer never sees them. One byte per entry per task in RAM.
+    ``step`` counts optimizer steps so a reloaded model resumes its schedules.
+    """
+
+    step: torch.Tensor
+    schedule_horizon: torch.Tensor
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], num_tasks: int):
+        super().__init__()
+        self.names: tuple[str, ...] = tuple(shapes)
+        self.num_tasks = num_tasks
+        for name, shape in shapes.items():
+            self.register_buffer(
+                _buffer_name(name), torch.ones((num_tasks, *shape), dtype=torch.bool)
+            )
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("schedule_horizon", torch.zeros((), dtype=torch.int64))
+
+    def get(self, name: str) -> torch.Tensor:
+        """The (T, *shape) bool mask of parameter ``name``."""
+        mask: torch.Tensor = getattr(self, _buffer_name(name))
+        return mask
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {name: self.get(name) for name in self.names}
+
+    def assign(self, masks: Mapping[str, torch.Tensor]) -> None:
+        """Replace masks in place (keeps buffer identity for the checkpointer)."""
+        for name in self.names:
+            target = self.get(name)
+            new = masks[name].to(device=target.device, dtype=torch.bool)
+            if new.shape != target.shape:
+                raise ValueError(
+                    f"mask for {name!r} has shape {tuple(new.shape)}, "
+                    f"expected {tuple(target.shape)}"
+                )
+            target.copy_(new)
+
+    def union(self, task_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Entries active for at least one of ``task_ids`` (what may be updated)."""
+        return {name: self.get(name)[task_ids].any(dim=0) for name in self.names}
+
+
+class PromptBank(nn.Module):
+    """Each task's trajectory prompt (Prompt-DT), stored as buffers.
+
+    Buffers so a saved model carries its prompts; with ``prompt_length == 0``
+    the tensors are empty and the model is a plain (multi-task) DT.
+    """
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    returns_to_go: torch.Tensor
+    timesteps: torch.Tensor
+    masks: torch.Tensor
+
+    def __init__(
+        self,
+        num_tasks: int,
+        prompt_length: int,
+        observation_size: int,
+        action_size: int,
+    ):
+        super().__init__()
+        t, p = num_tasks, prompt_length
+        self.register_buffer("observations", torch.zeros(t, p, observation_size))
+        self.register_buffer("actions", torch.zeros(t, p, action_size))
+        self.register_buffer("returns_to_go", torch.zeros(t, p, 1))
+        self.register_buffer("timesteps", torch.zeros(t, p, dtype=torch.int64))
+        self.register_buffer("masks", torch.zeros(t, p))
+
+    @property
+    def length(self) -> int:
+        return int(self.observations.shape[1])
+
+    def assign(self, arrays: Mapping[str, torch.Tensor]) -> None:
+        for key in ("observations", "actions", "returns_to_go", "timesteps", "masks"):
+            target: torch.Tensor = getattr(self, key)
+            value = torch.as_tensor(arrays[key]).to(target.device, target.dtype)
+            if value.shape != target.shape:
+                raise ValueError(
+                    f"prompt {key} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(target.shape)}"
+                )
+            target.copy_(value)
+
+
+def effective_weights(
+    params: Mapping[str, torch.Tensor],
+    masks: TaskMasks,
+    task_ids: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """θ ⊙ M_t for the tasks of a batch.
+
+    One task in the batch → param-shaped tensors (cost of one unmasked step);
+    several → per-sequence ``(B, *shape)`` tensors gathered from the U distinct
+    tasks' effective weights (one batched matmul per layer downstream).
+    """
+    unique, inverse = torch.unique(task_ids, return_inverse=True)  # (U,), (B,)
+    out: dict[str, torch.Tensor] = {}
+    if unique.numel() == 1:
+        t = unique[0]
+        for name in masks.names:
+            out[name] = params[name] * masks.get(name)[t]
+        return out
+    for name in masks.names:
+        per_task = params[name].unsqueeze(0) * masks.get(name)[unique]  # (U, *shape)
+        out[name] = per_task[inverse]  # (B, *shape)
+    return out
+
+
+class MaskedDecisionTransformer(nn.Module):
+    """Decision Transformer (+ optional prompt) with task-masked blocks.
+
+    Tokens are (R̂_t, s_t, a_t) interleaved as in DT; with a prompt, the task's
+    prompt tokens (own embeddings, as in Prompt-DT) are prepended. The action
+    is predicted from each state token through tanh.
+    """
+
+    def __init__(
+        self,
+        observation_size: int,
+        action_size: int,
+        embed_size: int,
+        num_layers: int,
+        num_heads: int,
+        ff_size: int,
+        context_size: int,
+        max_timestep: int,
+        prompt_length: int,
+        attn_dropout: float,
+        resid_dropout: float,
+        embed_dropout: float,
+        activation_type: str,
+    ):
+        super().__init__()
+        if embed_size % num_heads != 0:
+            raise ValueError(
+                f"embed_size ({embed_size}) must be divisible by num_heads "
+                f"({num_heads})"
+            )
+        if activation_type not in _ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation_type {activation_type!r}; "
+                f"choose one of {sorted(_ACTIVATIONS)}"
+            )
+        self.embed_size = embed_size
+        self.num_heads = num_heads
+        self.context_size = context_size
+        self.max_timestep = max_timestep
+        self.prompt_length = prompt_length
+        self.attn_dropout = attn_dropout
+        self.activation = _ACTIVATIONS[activation_type]()
+
+        self.embed_timestep = nn.Embedding(max_timestep + 1, embed_size)
+        self.embed_return = nn.Linear(1, embed_size)
+        self.embed_state = nn.Linear(observation_size, embed_size)
+        self.embed_action = nn.Linear(action_size, embed_size)
+        if prompt_length > 0:
+            self.prompt_embed_timestep = nn.Embedding(max_timestep + 1, embed_size)
+            self.prompt_embed_return = nn.Linear(1, embed_size)
+            self.prompt_embed_state = nn.Linear(observation_size, embed_size)
+            self.prompt_embed_action = nn.Linear(action_size, embed_size)
+        self.embed_ln = nn.LayerNorm(embed_size)
+        self.embed_drop = nn.Dropout(embed_dropout)
+        self.resid_drop = nn.Dropout(resid_dropout)
+        self.blocks = nn.ModuleList(
+            [_Block(embed_size, ff_size) for _ in range(num_layers)]
+        )
+        self.final_ln = nn.LayerNorm(embed_size, eps=0.003)
+        self.predict_action = nn.Linear(embed_size, action_size)
+        self.apply(_init_weights)
+
+    def masked_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters that task masks cover (every block parameter)."""
+        return {f"blocks.{n}": p for n, p in self.blocks.named_parameters()}
+
+    def _embed(
+        self,
+        embed_t: nn.Embedding,
+        embed_r: nn.Linear,
+        embed_s: nn.Linear,
+        embed_a: nn.Linear,
+        observations: torch.Tensor,  # (B, L, obs)
+        actions: torch.Tensor,  # (B, L, A)
+        returns_to_go: torch.Tensor,  # (B, L, 1)
+        timesteps: torch.Tensor,  # (B, L)
+        masks: torch.Tensor,  # (B, L) 1 = real step, 0 = padding
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_size, length = timesteps.shape
+        time = embed_t(timesteps.long().clamp(0, self.max_timestep))  # (B, L, E)
+        tokens = torch.stack(
+            [
+                embed_r(returns_to_go) + time,
+                embed_s(observations) + time,
+                embed_a(actions) + time,
+            ],
+            dim=2,
+        )  # (B, L, 3, E)
+        tokens = tokens.reshape(batch_size, 3 * length, self.embed_size)
+        token_masks = masks.repeat_interleave(3, dim=1)  # (B, 3L)
+        return tokens, token_masks
+
+    def forward(
+        self,
+        observations: torch.Tensor,  # (B, L, obs)
+        actions: torch.Tensor,  # (B, L, A)
+        returns_to_go: torch.Tensor,  # (B, L, 1)
+        timesteps: torch.Tensor,  # (B, L)
+        masks: torch.Tensor,  # (B, L)
+        task_ids: torch.Tensor,  # (B,)
+        weights: Mapping[str, torch.Tensor],
+        prompts: PromptBank | None = None,
+    ) -> torch.Tensor:
+        """Predicted actions (B, L, A) with the blocks' ``weights`` (θ ⊙ M)."""
+        batch_size, length = timesteps.shape
+        h, key_masks = self._embed(
+            self.embed_timestep,
+            self.embed_return,
+            self.embed_state,
+            self.embed_action,
+            observations,
+            actions,
+            returns_to_go,
+            timesteps,
+            masks,
+        )  # (B, 3L, E), (B, 3L)
+        num_prompt_tokens = 0
+        if self.prompt_length > 0 and prompts is not None:
+            p_h, p_masks = self._embed(
+                self.prompt_embed_timestep,
+                self.prompt_embed_return,
+                self.prompt_embed_state,
+                self.prompt_embed_action,
+                prompts.observations[task_ids],
+                prompts.actions[task_ids],
+                prompts.returns_to_go[task_ids],
+                prompts.timesteps[task_ids],
+                prompts.masks[task_ids],
+            )  # (B, 3P, E), (B, 3P)
+            num_prompt_tokens = p_h.shape[1]
+            h = torch.cat([p_h, h], dim=1)
+            key_masks = torch.cat([p_masks, key_masks], dim=1)
+
+        seq = h.shape[1]
+        # causal + key padding as one additive bias: (B, 1, S, S)
+        causal = torch.ones(seq, seq, dtype=torch.bool, device=h.device).tril()
+        allowed = causal.unsqueeze(0) & (key_masks > 0).unsqueeze(1)  # (B, S, S)
+        bias = torch.zeros(allowed.shape, dtype=h.dtype, device=h.device)
+        bias = bias.masked_fill(~allowed, _NEG).unsqueeze(1)
+
+        h = self.embed_drop(self.embed_ln(h))
+        for i in range(len(self.blocks)):
+            h = self._block(h, bias, weights, f"blocks.{i}.")
+        h = self.final_ln(h)
+        # action from each state token: positions 3k+1 after the prompt
+        state_h = h[:, num_prompt_tokens + 1 :: 3, :]  # (B, L, E)
+        return torch.tanh(self.predict_action(state_h))
+
+    def _block(
+        self,
+        x: torch.Tensor,  # (B, S, E)
+        bias: torch.Tensor,  # (B, 1, S, S)
+        w: Mapping[str, torch.Tensor],
+        prefix: str,
+    ) -> torch.Tensor:
+        batch_size, seq, embed = x.shape
+        heads = self.num_heads
+        eps = 0.003
+        h = _layer_norm(x, w[prefix + "ln1.weight"], w[prefix + "ln1.bias"], eps)
+        qkv = _linear(h, w[prefix + "qkv.weight"], w[prefix + "qkv.bias"])  # (B,S,3E)
+        # (B, S, 3, H, E/H) -> 3 x (B, H, S, E/H)
+        q, k, v = qkv.view(batch_size, seq, 3, heads, embed // heads).permute(
+            2, 0, 3, 1, 4
+        )
+        attn = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=bias,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+        )  # (B, H, S, E/H)
+        attn = attn.transpose(1, 2).reshape(batch_size, seq, embed)
+        x = x + self.resid_drop(
+            _linear(attn, w[prefix + "proj.weight"], w[prefix + "proj.bias"])
+        )
+        h = _layer_norm(x, w[prefix + "ln2.weight"], w[prefix + "ln2.bias"], eps)
+        h = self.activation(
+            _linear(h, w[prefix + "fc1.weight"], w[prefix + "fc1.bias"])
+        )
+        h = _linear(h, w[prefix + "fc2.weight"], w[prefix + "fc2.bias"])
+        return x + self.resid_drop(h)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """GPT-2 initialisation, as d3rlpy's DT."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        module.weight.data.normal_(mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+    elif isinstance(module, nn.LayerNorm):
+        module.bias.data.zero_()
+        module.weight.data.fill_(1.0)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
