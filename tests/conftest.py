@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,3 +19,39 @@ def minari_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.mkdir()
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(path))
     return path
+
+
+#: The tiny real Meta-World recipe dataset the algorithm tests train on.
+TINY_TASKS = ("reach-v3", "button-press-topdown-v3")
+TINY_STEPS = 60
+
+
+@pytest.fixture(scope="session")
+def _tiny_recipe_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Build once per session: 2 Meta-World tasks x 4 expert episodes x 60 steps."""
+    from dataset_recipes import build_metaworld_dataset
+
+    root = tmp_path_factory.mktemp("recipe-store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(root))
+        result = build_metaworld_dataset(
+            tasks=list(TINY_TASKS),
+            quality="expert",
+            episodes_per_task=4,
+            max_episode_steps=TINY_STEPS,
+            chunk_episodes=2,
+            progress=False,
+        )
+    return root, result.dataset_id
+
+
+@pytest.fixture
+def tiny_recipe_dataset(
+    _tiny_recipe_store: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """The tiny recipe dataset, opened with ``minari.load_dataset``."""
+    import minari
+
+    root, dataset_id = _tiny_recipe_store
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    return minari.load_dataset(dataset_id)

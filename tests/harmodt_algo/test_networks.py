@@ -1,0 +1,141 @@
+"""The masked network: mixed batches, mask semantics, padding, buffers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harmodt_algo.networks import (
+    MaskedDecisionTransformer,
+    PromptBank,
+    TaskMasks,
+    effective_weights,
+)
+
+T, B, L, OBS, ACT = 3, 6, 8, 39, 4
+
+
+def build(
+    prompt_length: int = 3,
+) -> tuple[MaskedDecisionTransformer, TaskMasks, PromptBank]:
+    torch.manual_seed(0)
+    net = MaskedDecisionTransformer(
+        observation_size=OBS,
+        action_size=ACT,
+        embed_size=32,
+        num_layers=2,
+        num_heads=2,
+        ff_size=64,
+        context_size=L,
+        max_timestep=100,
+        prompt_length=prompt_length,
+        attn_dropout=0.0,
+        resid_dropout=0.0,
+        embed_dropout=0.0,
+        activation_type="relu",
+    ).eval()
+    params = net.masked_parameters()
+    masks = TaskMasks({n: tuple(p.shape) for n, p in params.items()}, T)
+    g = torch.Generator().manual_seed(1)
+    masks.assign(
+        {n: torch.rand((T, *p.shape), generator=g) < 0.7 for n, p in params.items()}
+    )
+    prompts = PromptBank(T, prompt_length, OBS, ACT)
+    prompts.assign(
+        {
+            "observations": torch.randn(T, prompt_length, OBS),
+            "actions": torch.randn(T, prompt_length, ACT),
+            "returns_to_go": torch.randn(T, prompt_length, 1),
+            "timesteps": torch.arange(prompt_length).repeat(T, 1),
+            "masks": torch.ones(T, prompt_length),
+        }
+    )
+    return net, masks, prompts
+
+
+def inputs(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "observations": torch.randn(B, L, OBS, generator=g),
+        "actions": torch.randn(B, L, ACT, generator=g),
+        "returns_to_go": torch.randn(B, L, 1, generator=g),
+        "timesteps": torch.arange(1, L + 1).repeat(B, 1),
+        "masks": torch.ones(B, L),
+    }
+
+
+def run(net, masks, prompts, x, task_ids):  # type: ignore[no-untyped-def]
+    w = effective_weights(net.masked_parameters(), masks, task_ids)
+    return net(**x, task_ids=task_ids, weights=w, prompts=prompts)
+
+
+def test_mixed_batch_equals_per_task_passes() -> None:
+    net, masks, prompts = build()
+    x = inputs()
+    ids = torch.tensor([0, 1, 2, 2, 1, 0])
+    mixed = run(net, masks, prompts, x, ids)  # (B, L, A)
+    assert mixed.shape == (B, L, ACT)
+    for b in range(B):
+        one = run(
+            net, masks, prompts, {k: v[b : b + 1] for k, v in x.items()}, ids[b : b + 1]
+        )
+        torch.testing.assert_close(one[0], mixed[b], atol=1e-5, rtol=1e-5)
+
+
+def test_inactive_weights_do_not_affect_a_task() -> None:
+    net, masks, prompts = build()
+    x = inputs()
+    ids = torch.zeros(B, dtype=torch.long)
+    before = run(net, masks, prompts, x, ids)
+    with torch.no_grad():
+        for name, p in net.masked_parameters().items():
+            p.add_(torch.randn_like(p) * (~masks.get(name)[0]))  # only M_0-inactive
+    torch.testing.assert_close(run(net, masks, prompts, x, ids), before)
+    other = run(net, masks, prompts, x, torch.ones(B, dtype=torch.long))
+    assert not torch.allclose(other, before)
+
+
+def test_left_padding_does_not_change_real_steps() -> None:
+    net, masks, prompts = build()
+    x = inputs()
+    ids = torch.zeros(B, dtype=torch.long)
+    padded = {k: v.clone() for k, v in x.items()}
+    padded["masks"][:, :3] = 0.0
+    padded["observations"][:, :3] = 123.0  # garbage in padding
+    a = run(net, masks, prompts, padded, ids)
+    padded["observations"][:, :3] = -55.0
+    b = run(net, masks, prompts, padded, ids)
+    torch.testing.assert_close(a[:, 3:], b[:, 3:])
+
+
+def test_prompt_changes_prediction_and_no_prompt_works() -> None:
+    net, masks, prompts = build()
+    x = inputs()
+    ids = torch.zeros(B, dtype=torch.long)
+    a = run(net, masks, prompts, x, ids)
+    prompts.observations.add_(1.0)
+    assert not torch.allclose(a, run(net, masks, prompts, x, ids))
+    plain, plain_masks, _ = build(prompt_length=0)
+    out = run(plain, plain_masks, None, x, ids)
+    assert out.shape == (B, L, ACT) and torch.isfinite(out).all()
+
+
+def test_task_masks_are_bool_buffers_and_validate_shapes() -> None:
+    _, masks, _ = build()
+    state = masks.state_dict()
+    mask_tensors = [
+        v for k, v in state.items() if k not in ("step", "schedule_horizon")
+    ]
+    assert mask_tensors and all(v.dtype == torch.bool for v in mask_tensors)
+    assert all(v.shape[0] == T for v in mask_tensors)
+    name = masks.names[0]
+    with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+        masks.assign({n: torch.ones(1, 1, dtype=torch.bool) for n in masks.names})
+    assert masks.union(torch.tensor([0, 1]))[name].dtype == torch.bool
+
+
+def test_bad_architecture_is_named() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        MaskedDecisionTransformer(OBS, ACT, 30, 1, 4, 64, L, 100, 0, 0, 0, 0, "relu")
+    with pytest.raises(ValueError, match="activation"):
+        MaskedDecisionTransformer(OBS, ACT, 32, 1, 2, 64, L, 100, 0, 0, 0, 0, "nope")
