@@ -20,6 +20,10 @@ configured interval:
 
 from __future__ import annotations
 
+import harmodt_algo  # noqa: F401  (silences d3rlpy's gym notice first)
+
+# isort: split
+
 import argparse
 import time
 from collections.abc import Callable
@@ -32,7 +36,6 @@ from d3rlpy.models import VectorEncoderFactory
 from rich.console import Console
 from rich.table import Table
 
-import harmodt_algo  # noqa: F401  (silences d3rlpy's gym notice first)
 from harmodt_algo import HarmoDT, HarmoDTConfig, MultiTaskDataset
 from harmodt_algo.harmodt import _step_seed
 

@@ -135,7 +135,7 @@ class HarmoDTConfig(TransformerConfig):
     change_schedule: str = "cosine"
     importance: str = "fisher"
     harmony_gamma: float = 10.0
-    mask_batch_size: int = 32
+    mask_batch_size: int = 16
     task_schedule: str = "round_robin"
     seed: int = 0
     task_names: list[str] = dataclasses.field(default_factory=list)

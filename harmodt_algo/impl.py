@@ -8,7 +8,7 @@ outer loop (``update_masks``) rewires masks by the harmony score.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from d3rlpy.algos.transformer import TransformerAlgoImplBase
@@ -20,6 +20,7 @@ from torch import nn
 
 from . import masks as mask_ops
 from .networks import (
+    BatchWeights,
     MaskedDecisionTransformer,
     PromptBank,
     TaskMasks,
@@ -86,11 +87,13 @@ class HarmoDTImpl(TransformerAlgoImplBase):
     def step(self) -> int:
         return int(self._modules.masks.step)
 
-    def _weights(self, task_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not self._settings.use_masks:
-            # dense masks that never change (MTDT / Prompt-DT): no extra cost
-            return dict(self._masked)
-        return effective_weights(self._masked, self._modules.masks, task_ids)
+    def _weights(self, task_ids: torch.Tensor) -> BatchWeights:
+        """θ ⊙ M_t for a batch with tasks ``task_ids`` (B,).
+
+        Dense masks that never change (MTDT / Prompt-DT) skip the masking.
+        """
+        masks = self._modules.masks if self._settings.use_masks else None
+        return effective_weights(self._masked, masks, task_ids)
 
     def _forward(
         self,
@@ -99,25 +102,21 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         returns_to_go: torch.Tensor,
         timesteps: torch.Tensor,
         masks: torch.Tensor,
-        task_ids: torch.Tensor,
-        weights: Mapping[str, torch.Tensor],
+        weights: BatchWeights,
     ) -> torch.Tensor:
+        """Predicted actions (B, L, A); ``weights`` from ``_weights(task_ids)``."""
         return self._modules.transformer(  # type: ignore[no-any-return]
             observations,
             actions,
             returns_to_go,
             timesteps,
             masks,
-            task_ids,
             weights,
             self._modules.prompts,
         )
 
     def _per_sequence_loss(
-        self,
-        batch: TorchTrajectoryMiniBatch,
-        task_ids: torch.Tensor,
-        weights: Mapping[str, torch.Tensor],
+        self, batch: TorchTrajectoryMiniBatch, weights: BatchWeights
     ) -> torch.Tensor:
         """Action MSE per sequence (B,), d3rlpy's convention (sum over action
         dims, mean over all L positions, padding counted as zero)."""
@@ -128,7 +127,6 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             batch.returns_to_go,
             batch.timesteps,
             batch.masks,
-            task_ids,
             weights,
         )  # (B, L, A)
         err = ((pred - batch.actions) ** 2).sum(dim=-1) * batch.masks  # (B, L)
@@ -149,7 +147,6 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             inpt.returns_to_go,
             inpt.timesteps,
             inpt.masks,
-            task_ids,
             self._weights(task_ids),
         )  # (1, L, A)
         return action[0][-1]
@@ -175,7 +172,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
     ) -> dict[str, float]:
         optim = self._modules.optim
         optim.zero_grad()
-        per_seq = self._per_sequence_loss(batch, task_ids, self._weights(task_ids))
+        per_seq = self._per_sequence_loss(batch, self._weights(task_ids))
         loss = per_seq.mean()
         loss.backward()
         if self._settings.use_masks and isinstance(optim, MaskedOptimizerWrapper):
@@ -217,8 +214,8 @@ class HarmoDTImpl(TransformerAlgoImplBase):
                 (batch.actions.shape[0],), t, dtype=torch.long, device=self.device
             )
             weights = effective_weights(self._masked, self._modules.masks, ids)
-            loss = self._per_sequence_loss(batch, ids, weights).mean()
-            grads = torch.autograd.grad(loss, [weights[n] for n in self._names])
+            loss = self._per_sequence_loss(batch, weights).mean()
+            grads = torch.autograd.grad(loss, [weights.tensors[n] for n in self._names])
             rows.append(torch.cat([g.reshape(-1) for g in grads]))
         return torch.stack(rows)  # (T, N)
 

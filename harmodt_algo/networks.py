@@ -16,6 +16,7 @@ every task, like in the release where only their *updates* were masked.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import torch
@@ -26,6 +27,7 @@ __all__ = [
     "MaskedDecisionTransformer",
     "TaskMasks",
     "PromptBank",
+    "BatchWeights",
     "effective_weights",
 ]
 
@@ -178,28 +180,54 @@ class PromptBank(nn.Module):
             target.copy_(value)
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchWeights:
+    """The block weights of one batch: θ ⊙ M_t for the batch's distinct tasks.
+
+    ``unique`` (U,) are the distinct task ids, ``inverse`` (B,) maps each
+    sequence to its row of ``unique``. With ``shared`` the tensors are
+    param-shaped and serve every row (one task, or dense masks: the cost of an
+    unmasked step); otherwise they are ``(U, *shape)``.
+    """
+
+    tensors: Mapping[str, torch.Tensor]
+    unique: torch.Tensor  # (U,)
+    inverse: torch.Tensor  # (B,)
+    shared: bool
+
+    def for_tasks(self, name: str) -> torch.Tensor:
+        """Weights per distinct task: param-shaped if shared, else (U, *shape)."""
+        return self.tensors[name]
+
+    def for_sequences(self, name: str) -> torch.Tensor:
+        """Weights per sequence: param-shaped if shared, else (B, *shape)."""
+        w = self.tensors[name]
+        return w if self.shared else w[self.inverse]
+
+
 def effective_weights(
     params: Mapping[str, torch.Tensor],
-    masks: TaskMasks,
+    masks: TaskMasks | None,
     task_ids: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """θ ⊙ M_t for the tasks of a batch.
+) -> BatchWeights:
+    """θ ⊙ M_t for the tasks of a batch (``masks=None``: dense, θ itself).
 
-    One task in the batch → param-shaped tensors (cost of one unmasked step);
-    several → per-sequence ``(B, *shape)`` tensors gathered from the U distinct
-    tasks' effective weights (one batched matmul per layer downstream).
+    One task in the batch → param-shaped tensors; several → ``(U, *shape)``
+    per distinct task, gathered per sequence only inside the layers (one
+    batched matmul per layer, no Python loop over tasks).
     """
     unique, inverse = torch.unique(task_ids, return_inverse=True)  # (U,), (B,)
-    out: dict[str, torch.Tensor] = {}
+    if masks is None:
+        return BatchWeights(dict(params), unique, inverse, shared=True)
     if unique.numel() == 1:
         t = unique[0]
-        for name in masks.names:
-            out[name] = params[name] * masks.get(name)[t]
-        return out
-    for name in masks.names:
-        per_task = params[name].unsqueeze(0) * masks.get(name)[unique]  # (U, *shape)
-        out[name] = per_task[inverse]  # (B, *shape)
-    return out
+        tensors = {name: params[name] * masks.get(name)[t] for name in masks.names}
+        return BatchWeights(tensors, unique, inverse, shared=True)
+    tensors = {
+        name: params[name].unsqueeze(0) * masks.get(name)[unique]  # (U, *shape)
+        for name in masks.names
+    }
+    return BatchWeights(tensors, unique, inverse, shared=False)
 
 
 class MaskedDecisionTransformer(nn.Module):
@@ -301,12 +329,17 @@ class MaskedDecisionTransformer(nn.Module):
         returns_to_go: torch.Tensor,  # (B, L, 1)
         timesteps: torch.Tensor,  # (B, L)
         masks: torch.Tensor,  # (B, L)
-        task_ids: torch.Tensor,  # (B,)
-        weights: Mapping[str, torch.Tensor],
+        weights: BatchWeights,
         prompts: PromptBank | None = None,
     ) -> torch.Tensor:
-        """Predicted actions (B, L, A) with the blocks' ``weights`` (θ ⊙ M)."""
-        batch_size, length = timesteps.shape
+        """Predicted actions (B, L, A) through the blocks' ``weights`` (θ ⊙ M).
+
+        The prompt is a separate stream computed once per *distinct task* of
+        the batch (U rows, not B): prompt tokens come first and attention is
+        causal, so they never see the sequence, and every sequence attends to
+        its task's prompt keys and values. Same result as prepending the
+        prompt to every sequence, at a fraction of the cost.
+        """
         h, key_masks = self._embed(
             self.embed_timestep,
             self.embed_return,
@@ -318,71 +351,107 @@ class MaskedDecisionTransformer(nn.Module):
             timesteps,
             masks,
         )  # (B, 3L, E), (B, 3L)
-        num_prompt_tokens = 0
+        h = self.embed_drop(self.embed_ln(h))
+        seq = h.shape[1]
+        causal = torch.ones(seq, seq, dtype=torch.bool, device=h.device).tril()
+        allowed = causal.unsqueeze(0) & (key_masks > 0).unsqueeze(1)  # (B, 3L, 3L)
+
+        p: torch.Tensor | None = None
+        p_bias: torch.Tensor | None = None
         if self.prompt_length > 0 and prompts is not None:
-            p_h, p_masks = self._embed(
+            rows = weights.unique
+            p, p_masks = self._embed(
                 self.prompt_embed_timestep,
                 self.prompt_embed_return,
                 self.prompt_embed_state,
                 self.prompt_embed_action,
-                prompts.observations[task_ids],
-                prompts.actions[task_ids],
-                prompts.returns_to_go[task_ids],
-                prompts.timesteps[task_ids],
-                prompts.masks[task_ids],
-            )  # (B, 3P, E), (B, 3P)
-            num_prompt_tokens = p_h.shape[1]
-            h = torch.cat([p_h, h], dim=1)
-            key_masks = torch.cat([p_masks, key_masks], dim=1)
+                prompts.observations[rows],
+                prompts.actions[rows],
+                prompts.returns_to_go[rows],
+                prompts.timesteps[rows],
+                prompts.masks[rows],
+            )  # (U, 3P, E), (U, 3P)
+            p = self.embed_drop(self.embed_ln(p))
+            plen = p.shape[1]
+            p_causal = torch.ones(plen, plen, dtype=torch.bool, device=h.device).tril()
+            p_allowed = p_causal.unsqueeze(0) & (p_masks > 0).unsqueeze(1)
+            p_bias = _additive(p_allowed)  # (U, 1, 3P, 3P)
+            # sequences see all of their task's (unpadded) prompt tokens
+            to_prompt = (p_masks[weights.inverse] > 0).unsqueeze(1).expand(-1, seq, -1)
+            allowed = torch.cat([to_prompt, allowed], dim=2)  # (B, 3L, 3P + 3L)
+        bias = _additive(allowed)  # (B, 1, 3L, 3P + 3L)
 
-        seq = h.shape[1]
-        # causal + key padding as one additive bias: (B, 1, S, S)
-        causal = torch.ones(seq, seq, dtype=torch.bool, device=h.device).tril()
-        allowed = causal.unsqueeze(0) & (key_masks > 0).unsqueeze(1)  # (B, S, S)
-        bias = torch.zeros(allowed.shape, dtype=h.dtype, device=h.device)
-        bias = bias.masked_fill(~allowed, _NEG).unsqueeze(1)
-
-        h = self.embed_drop(self.embed_ln(h))
         for i in range(len(self.blocks)):
-            h = self._block(h, bias, weights, f"blocks.{i}.")
+            h, p = self._block(h, bias, p, p_bias, weights, f"blocks.{i}.")
         h = self.final_ln(h)
-        # action from each state token: positions 3k+1 after the prompt
-        state_h = h[:, num_prompt_tokens + 1 :: 3, :]  # (B, L, E)
-        return torch.tanh(self.predict_action(state_h))
+        # action from each state token (positions 3k + 1)
+        return torch.tanh(self.predict_action(h[:, 1::3, :]))  # (B, L, A)
 
-    def _block(
-        self,
-        x: torch.Tensor,  # (B, S, E)
-        bias: torch.Tensor,  # (B, 1, S, S)
-        w: Mapping[str, torch.Tensor],
-        prefix: str,
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     ) -> torch.Tensor:
-        batch_size, seq, embed = x.shape
-        heads = self.num_heads
-        eps = 0.003
-        h = _layer_norm(x, w[prefix + "ln1.weight"], w[prefix + "ln1.bias"], eps)
-        qkv = _linear(h, w[prefix + "qkv.weight"], w[prefix + "qkv.bias"])  # (B,S,3E)
-        # (B, S, 3, H, E/H) -> 3 x (B, H, S, E/H)
-        q, k, v = qkv.view(batch_size, seq, 3, heads, embed // heads).permute(
-            2, 0, 3, 1, 4
-        )
-        attn = F.scaled_dot_product_attention(
+        out = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=bias,
             dropout_p=self.attn_dropout if self.training else 0.0,
-        )  # (B, H, S, E/H)
-        attn = attn.transpose(1, 2).reshape(batch_size, seq, embed)
-        x = x + self.resid_drop(
-            _linear(attn, w[prefix + "proj.weight"], w[prefix + "proj.bias"])
+        )  # (N, H, S, E/H)
+        n, heads, s, d = out.shape
+        return out.transpose(1, 2).reshape(n, s, heads * d)
+
+    def _heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n, s, three_e = qkv.shape
+        e = three_e // 3
+        # (N, S, 3, H, E/H) -> 3 x (N, H, S, E/H)
+        return tuple(
+            qkv.view(n, s, 3, self.num_heads, e // self.num_heads).permute(
+                2, 0, 3, 1, 4
+            )
         )
-        h = _layer_norm(x, w[prefix + "ln2.weight"], w[prefix + "ln2.bias"], eps)
-        h = self.activation(
-            _linear(h, w[prefix + "fc1.weight"], w[prefix + "fc1.bias"])
-        )
-        h = _linear(h, w[prefix + "fc2.weight"], w[prefix + "fc2.bias"])
-        return x + self.resid_drop(h)
+
+    def _block(
+        self,
+        x: torch.Tensor,  # (B, 3L, E) sequence stream
+        bias: torch.Tensor,  # (B, 1, 3L, [3P +] 3L)
+        p: torch.Tensor | None,  # (U, 3P, E) prompt stream
+        p_bias: torch.Tensor | None,  # (U, 1, 3P, 3P)
+        weights: BatchWeights,
+        prefix: str,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        eps = 0.003
+
+        def ws(name: str) -> torch.Tensor:
+            return weights.for_sequences(prefix + name)
+
+        def wt(name: str) -> torch.Tensor:
+            return weights.for_tasks(prefix + name)
+
+        h = _layer_norm(x, ws("ln1.weight"), ws("ln1.bias"), eps)
+        q, k, v = self._heads(_linear(h, ws("qkv.weight"), ws("qkv.bias")))
+        if p is not None:
+            assert p_bias is not None
+            hp = _layer_norm(p, wt("ln1.weight"), wt("ln1.bias"), eps)
+            qp, kp, vp = self._heads(_linear(hp, wt("qkv.weight"), wt("qkv.bias")))
+            attn_p = self._attend(qp, kp, vp, p_bias)  # (U, 3P, E)
+            k = torch.cat([kp[weights.inverse], k], dim=2)  # (B, H, 3P + 3L, E/H)
+            v = torch.cat([vp[weights.inverse], v], dim=2)
+            p = p + self.resid_drop(_linear(attn_p, wt("proj.weight"), wt("proj.bias")))
+            hp = _layer_norm(p, wt("ln2.weight"), wt("ln2.bias"), eps)
+            hp = self.activation(_linear(hp, wt("fc1.weight"), wt("fc1.bias")))
+            p = p + self.resid_drop(_linear(hp, wt("fc2.weight"), wt("fc2.bias")))
+        attn = self._attend(q, k, v, bias)  # (B, 3L, E)
+        x = x + self.resid_drop(_linear(attn, ws("proj.weight"), ws("proj.bias")))
+        h = _layer_norm(x, ws("ln2.weight"), ws("ln2.bias"), eps)
+        h = self.activation(_linear(h, ws("fc1.weight"), ws("fc1.bias")))
+        x = x + self.resid_drop(_linear(h, ws("fc2.weight"), ws("fc2.bias")))
+        return x, p
+
+
+def _additive(allowed: torch.Tensor) -> torch.Tensor:
+    """(N, S, K) bool → (N, 1, S, K) additive attention bias."""
+    bias = torch.zeros(allowed.shape, device=allowed.device)
+    return bias.masked_fill(~allowed, _NEG).unsqueeze(1)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -66,7 +66,82 @@ def inputs(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def run(net, masks, prompts, x, task_ids):  # type: ignore[no-untyped-def]
     w = effective_weights(net.masked_parameters(), masks, task_ids)
-    return net(**x, task_ids=task_ids, weights=w, prompts=prompts)
+    return net(**x, weights=w, prompts=prompts)
+
+
+def naive_prepended(net, masks, prompts, x, task_ids):  # type: ignore[no-untyped-def]
+    """Reference: prepend each sequence's prompt and run one causal stream."""
+    import torch.nn.functional as F
+
+    outs = []
+    for b in range(x["masks"].shape[0]):
+        t = int(task_ids[b])
+        w = {n: p * masks.get(n)[t] for n, p in net.masked_parameters().items()}
+        seq, seq_m = net._embed(
+            net.embed_timestep,
+            net.embed_return,
+            net.embed_state,
+            net.embed_action,
+            *(
+                x[k][b : b + 1]
+                for k in (
+                    "observations",
+                    "actions",
+                    "returns_to_go",
+                    "timesteps",
+                    "masks",
+                )
+            ),
+        )
+        pr, pr_m = net._embed(
+            net.prompt_embed_timestep,
+            net.prompt_embed_return,
+            net.prompt_embed_state,
+            net.prompt_embed_action,
+            prompts.observations[t : t + 1],
+            prompts.actions[t : t + 1],
+            prompts.returns_to_go[t : t + 1],
+            prompts.timesteps[t : t + 1],
+            prompts.masks[t : t + 1],
+        )
+        h = net.embed_ln(torch.cat([pr, seq], dim=1))
+        km = torch.cat([pr_m, seq_m], dim=1)
+        s = h.shape[1]
+        allowed = torch.ones(s, s, dtype=torch.bool).tril() & (km > 0)
+        bias = torch.zeros(s, s).masked_fill(~allowed, -10000.0)
+        for i in range(len(net.blocks)):
+            pre = f"blocks.{i}."
+            a = F.layer_norm(
+                h, (32,), w[pre + "ln1.weight"], w[pre + "ln1.bias"], 0.003
+            )
+            q, k, v = (
+                F.linear(a, w[pre + "qkv.weight"], w[pre + "qkv.bias"])
+                .view(1, s, 3, 2, 16)
+                .permute(2, 0, 3, 1, 4)
+            )
+            att = torch.softmax(q @ k.transpose(-1, -2) / 4.0 + bias, dim=-1) @ v
+            att = att.transpose(1, 2).reshape(1, s, 32)
+            h = h + F.linear(att, w[pre + "proj.weight"], w[pre + "proj.bias"])
+            a = F.layer_norm(
+                h, (32,), w[pre + "ln2.weight"], w[pre + "ln2.bias"], 0.003
+            )
+            a = torch.relu(F.linear(a, w[pre + "fc1.weight"], w[pre + "fc1.bias"]))
+            h = h + F.linear(a, w[pre + "fc2.weight"], w[pre + "fc2.bias"])
+        h = net.final_ln(h)[:, pr.shape[1] :]
+        outs.append(torch.tanh(net.predict_action(h[:, 1::3])))
+    return torch.cat(outs)
+
+
+def test_prompt_stream_equals_prepending_the_prompt() -> None:
+    net, masks, prompts = build()
+    x = inputs()
+    x["masks"][0, :2] = 0.0  # left padding in one sequence
+    prompts.masks[1, 0] = 0.0  # and in one task's prompt
+    for ids in (torch.zeros(B, dtype=torch.long), torch.tensor([0, 1, 2, 2, 1, 0])):
+        with torch.no_grad():
+            fast = run(net, masks, prompts, x, ids)
+            slow = naive_prepended(net, masks, prompts, x, ids)
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
 
 
 def test_mixed_batch_equals_per_task_passes() -> None:
