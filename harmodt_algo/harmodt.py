@@ -59,8 +59,6 @@ from .optimizer import MaskedAdamWFactory
 
 __all__ = ["HarmoDTConfig", "HarmoDT", "HarmoDTTaskView", "PRESETS"]
 
-MASK_INITS = ("erk", "uniform", "dense")
-IMPORTANCES = ("fisher", "magnitude", "random")
 TASK_SCHEDULES = ("round_robin", "mixed")
 CHANGE_SCHEDULES = ("cosine", "constant")
 
@@ -171,8 +169,8 @@ class HarmoDTConfig(TransformerConfig):
                     f"unknown {name} {value!r}; choose one of {list(valid)}"
                 )
 
-        choice("mask_init", self.mask_init, MASK_INITS)
-        choice("importance", self.importance, IMPORTANCES)
+        choice("mask_init", self.mask_init, mask_ops.DENSITY_KINDS)
+        choice("importance", self.importance, mask_ops.IMPORTANCE_KINDS)
         choice("task_schedule", self.task_schedule, TASK_SCHEDULES)
         choice("change_schedule", self.change_schedule, CHANGE_SCHEDULES)
         choice("activation_type", self.activation_type, activation_names())
@@ -522,6 +520,8 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         eval_action_sampler: TransformerActionSampler | None = None,
         save_interval: int = 1,
         callback: Callable[[Self, int, int], None] | None = None,
+        evaluators: Mapping[str, Callable[[Self], float | Mapping[str, float]]]
+        | None = None,
     ) -> Self:
         """Train on a multi-task Minari dataset (or a list/dict of per-task
         ones, or a ``MultiTaskDataset``); returns ``self``.
@@ -530,6 +530,9 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         environments, evaluated with d3rlpy's own
         ``evaluate_transformer_with_environment`` after every epoch; the target
         return defaults to the task's best return in the dataset.
+        ``evaluators`` (as in d3rlpy's ``fit``) are called with the algorithm
+        after every epoch; a float is logged under its name, a mapping (e.g.
+        ``MultiTaskEvaluator``'s per-task success) metric by metric.
         """
         if n_steps <= 0 or n_steps_per_epoch <= 0:
             raise ValueError("n_steps and n_steps_per_epoch must be > 0")
@@ -593,6 +596,13 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
                     data, eval_env, eval_target_return, eval_action_sampler
                 ).items():
                     logger.add_metric(name, score)
+            for name, evaluator in (evaluators or {}).items():
+                result = evaluator(self)
+                if isinstance(result, Mapping):
+                    for key, value in result.items():
+                        logger.add_metric(key, float(value))
+                else:
+                    logger.add_metric(name, float(result))
             logger.commit(epoch, total_step)
             if epoch % save_interval == 0 or epoch == n_epochs:
                 logger.save_model(total_step, self)

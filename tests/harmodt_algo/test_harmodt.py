@@ -395,3 +395,30 @@ def test_tiny_recipe_dataset_has_expected_shape(tiny_recipe_dataset: Any) -> Non
     data = harmodt_algo.as_multitask_dataset(tiny_recipe_dataset)
     assert data.task_names == TINY_TASKS
     assert data.max_episode_length == TINY_STEPS
+
+
+def test_evaluators_are_called_every_epoch_and_logged(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def scalar(a: HarmoDT) -> float:
+        calls.append(a.grad_step)
+        return 0.5
+
+    def per_task(a: HarmoDT) -> dict[str, float]:
+        return {f"score_{t}": float(i) for i, t in enumerate(a.task_names)}
+
+    fit(
+        HarmoDT(small()),
+        synthetic(),
+        n_steps=6,
+        n_steps_per_epoch=3,
+        experiment_name="ev",
+        with_timestamp=False,
+        logger_adapter=FileAdapterFactory(root_dir=str(tmp_path)),
+        evaluators={"scalar": scalar, "tasks": per_task},
+    )
+    assert calls == [3, 6]
+    logdir = tmp_path / "ev"
+    rows = (logdir / "scalar.csv").read_text().strip().splitlines()
+    assert len(rows) == 2 and rows[-1].endswith("0.5")
+    assert (logdir / "score_task-2.csv").read_text().strip().endswith("2.0")
