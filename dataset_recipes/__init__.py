@@ -1,3 +1,51 @@
-"""Deterministic recipes that turn Meta-World (v3) into Minari datasets."""
+"""Deterministic recipes that turn Meta-World (v3) into Minari datasets.
+
+Public API (see ``docs/recipes.md``):
+
+* :func:`build_metaworld_dataset` - build (or resume) a dataset;
+* :func:`dataset_id` - the id of a recipe (suite or tasks, quality);
+* :func:`make_env` - rebuild a task's evaluation environment from a dataset;
+* :func:`list_suites`, :func:`all_tasks`, :data:`QUALITIES` - the choices;
+* :func:`measure_quality` - measure a quality level without writing a dataset;
+* :class:`RecipeError` - bad input (a ``ValueError``).
+
+Heavy imports (metaworld, minari, mujoco) happen lazily inside the functions.
+"""
 
 __version__ = "0.1.0"
+
+from .builder import (  # noqa: E402
+    BuildResult,
+    build_metaworld_dataset,
+    dataset_id,
+    datasets_root,
+    measure_quality,
+    stats_of,
+)
+from .card import TaskStats  # noqa: E402
+from .envs import make_env  # noqa: E402
+from .errors import BuildInterrupted, RecipeError  # noqa: E402
+from .qualities import QUALITIES, QUALITY_NAMES, Quality, get_quality  # noqa: E402
+from .suites import SUITE_NAMES, all_tasks, list_suites, resolve_tasks  # noqa: E402
+
+__all__ = [
+    "QUALITIES",
+    "QUALITY_NAMES",
+    "SUITE_NAMES",
+    "BuildInterrupted",
+    "BuildResult",
+    "Quality",
+    "RecipeError",
+    "TaskStats",
+    "__version__",
+    "all_tasks",
+    "build_metaworld_dataset",
+    "dataset_id",
+    "datasets_root",
+    "get_quality",
+    "list_suites",
+    "make_env",
+    "measure_quality",
+    "resolve_tasks",
+    "stats_of",
+]

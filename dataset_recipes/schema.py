@@ -31,3 +31,9 @@ METADATA_STATS = "task_stats"
 
 #: All recipe datasets live under this Minari namespace.
 NAMESPACE = "metaworld-v3"
+#: Per-task reference returns: ``{task: {"ref_min_score", "ref_max_score", ...}}``
+#: (random policy / scripted expert on held-out goals). The dataset-level Minari
+#: ``ref_min_score`` / ``ref_max_score`` are their means over tasks.
+METADATA_REF_SCORES = "task_ref_scores"
+#: How the dataset was made: recipe version, quality, seed, episodes, command.
+METADATA_RECIPE = "recipe"

@@ -1,0 +1,858 @@
+"""Build a Minari dataset from a recipe: validate, stage, run workers, publish.
+
+Why this design (each point is a requirement, see ``docs/recipes.md``):
+
+* **Fail fast.** Every argument is validated (tasks, suite, quality, episodes,
+  seed, dataset id, writable dataset path, existing id) before any environment
+  is stepped; problems raise :class:`RecipeError` with the valid choices.
+* **Deterministic and worker-independent.** The work is cut into chunks of
+  consecutive episodes of one task (plus one reference-rollout item per task);
+  each chunk is a pure function of the recipe parameters
+  (:mod:`dataset_recipes.rollout`), so any number of worker processes
+  (``forkserver``/``spawn``, never ``fork``) produces the same arrays.
+* **Resumable and atomic.** Workers write finished chunks to
+  ``<MINARI_DATASETS_PATH>/.staging/<id-slug>-<digest>/`` (temp file +
+  ``os.replace``), a hidden folder outside every dataset folder. A re-run with the
+  same parameters skips the staged chunks. The Minari dataset is then written
+  into ``.staging/.../assemble/`` (with ``MINARI_DATASETS_PATH`` pointed there)
+  and moved into place with one ``os.rename``: an interrupted build never leaves a
+  half-written dataset under its id.
+* **No silent overwrite.** An existing id is replaced only with ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from . import __version__, schema
+from .card import TaskStats, render_card, stats_markdown
+from .envs import (
+    ACTION_SPACE,
+    GOALS_PER_MAKE_SEED,
+    MAX_EPISODE_STEPS,
+    MAX_EPISODES_PER_TASK,
+    OBSERVATION_SPACE,
+    check_seed,
+    env_metadata,
+    env_spec_dict,
+    env_spec_from_dict,
+    train_make_seeds,
+)
+from .errors import BuildInterrupted, RecipeError
+from .qualities import QUALITY_NAMES, Quality, get_quality
+from .rollout import REF_EPISODES, WorkDone, WorkItem, run_work_item
+from .suites import FIXED_SUITES, parse_task_list, resolve_tasks, suite_of
+
+#: Bump when a change to the recipe changes the generated arrays.
+RECIPE_VERSION = 1
+#: The ``-vN`` suffix of recipe dataset ids.
+DATASET_VERSION = 0
+#: Episodes per staged chunk (must divide 50 so a chunk never spans two make-seeds).
+DEFAULT_CHUNK_EPISODES = 10
+STAGING_DIRNAME = ".staging"
+ALGORITHM_NAME = "dataset_recipes scripted-expert mixture"
+DEFAULT_AUTHOR = "harmodt developers"
+#: Placeholder until the project has a public repository; override per build.
+DEFAULT_CODE_PERMALINK = "https://github.com/harmodt/harmodt/tree/main/dataset_recipes"
+
+
+# ------------------------------------------------------------------------ ids
+
+
+def dataset_id(
+    suite_or_tasks: str | Sequence[str], quality: str, *, version: int = DATASET_VERSION
+) -> str:
+    """The dataset id of a recipe, under ``schema.NAMESPACE``.
+
+    * a fixed suite (``"MT10"``, or exactly its ordered task list):
+      ``metaworld-v3/mt10/<quality>-v0``;
+    * one task (``"reach-v3"`` or ``["reach-v3"]``, i.e. MT1):
+      ``metaworld-v3/reach-v3/<quality>-v0``;
+    * any other ordered task list: ``metaworld-v3/custom-<8 hex>/<quality>-v0``,
+      the digest being the first 8 hex digits of sha256 of the comma-joined list.
+    """
+    get_quality(quality)
+    if isinstance(suite_or_tasks, str):
+        name = suite_or_tasks.strip()
+        if name.upper() in FIXED_SUITES:
+            group = name.lower()
+        elif name.upper() == "MT1":
+            raise RecipeError("MT1 needs its task: use dataset_id('reach-v3', ...)")
+        else:
+            tasks = parse_task_list(name)
+            group = _group_of(tasks)
+    else:
+        group = _group_of(parse_task_list(suite_or_tasks))
+    return f"{schema.NAMESPACE}/{group}/{quality}-v{version}"
+
+
+def _group_of(tasks: Sequence[str]) -> str:
+    suite = suite_of(tasks)
+    if suite is not None:
+        return suite.lower()
+    if len(tasks) == 1:
+        return tasks[0]
+    digest = hashlib.sha256(",".join(tasks).encode()).hexdigest()[:8]
+    return f"custom-{digest}"
+
+
+def _check_dataset_id(value: str) -> str:
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    if re.fullmatch(r"[-_\w]+(/[-_\w]+)*/[-_\w]+-v\d+", value) is not None:
+        with contextlib.suppress(ValueError, TypeError):
+            parse_dataset_id(value)
+            return value
+    raise RecipeError(
+        f"malformed dataset id {value!r}; use namespace/name-vN (letters, digits, "
+        f"'-', '_'; namespace of 2+ characters), e.g. {schema.NAMESPACE}/mine/expert-v0"
+    )
+
+
+# --------------------------------------------------------------------- paths
+
+
+def datasets_root() -> Path:
+    """Where Minari keeps local datasets (``MINARI_DATASETS_PATH`` or the default)."""
+    env = os.environ.get("MINARI_DATASETS_PATH")
+    if env:
+        return Path(env)
+    return Path.home() / ".minari" / "datasets"
+
+
+def _check_writable(root: Path) -> None:
+    try:
+        staging = root / STAGING_DIRNAME
+        staging.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=staging, prefix="probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RecipeError(
+            f"dataset path {root} is not writable ({reason}); set "
+            "MINARI_DATASETS_PATH to a writable directory"
+        ) from None
+
+
+@contextlib.contextmanager
+def _minari_root(path: Path) -> Iterator[None]:
+    """Point Minari at ``path`` for the duration (not thread-safe)."""
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+@contextlib.contextmanager
+def _lock(path: Path, dataset: str) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RecipeError(
+                f"another build of {dataset} is running (lock {path})"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class _Plan:
+    tasks: tuple[str, ...]
+    suite: str | None
+    quality: Quality
+    seed: int
+    episodes_per_task: int
+    max_episode_steps: int
+    chunk_episodes: int
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "recipe_version": RECIPE_VERSION,
+            "tasks": list(self.tasks),
+            "quality": self.quality.name,
+            "seed": self.seed,
+            "episodes_per_task": self.episodes_per_task,
+            "max_episode_steps": self.max_episode_steps,
+            "chunk_episodes": self.chunk_episodes,
+        }
+
+    def digest(self) -> str:
+        blob = json.dumps(self.params(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def items(self, folder: Path, refs_folder: Path | None) -> list[WorkItem]:
+        """Work items: per task, its reference rollouts then its episode chunks.
+
+        Reference rollouts do not depend on the quality (nor on the episodes per
+        task), so their files are shared by every build with the same seed and
+        episode length (``refs_folder``); ``None`` skips them.
+        """
+        out = []
+        for task in self.tasks:
+            if refs_folder is not None:
+                name = f"{task}-seed{self.seed}-steps{self.max_episode_steps}.npz"
+                out.append(
+                    WorkItem(
+                        "refs",
+                        task,
+                        0,
+                        REF_EPISODES,
+                        self.seed,
+                        self.quality.name,
+                        self.max_episode_steps,
+                        str(refs_folder / name),
+                    )
+                )
+            for first in range(0, self.episodes_per_task, self.chunk_episodes):
+                count = min(self.chunk_episodes, self.episodes_per_task - first)
+                out.append(
+                    WorkItem(
+                        "episodes",
+                        task,
+                        first,
+                        count,
+                        self.seed,
+                        self.quality.name,
+                        self.max_episode_steps,
+                        str(folder / "chunks" / f"{task}-{first:08d}.npz"),
+                    )
+                )
+        return out
+
+
+def _positive_int(name: str, value: Any, upper: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise RecipeError(f"{name} must be an integer in [1, {upper}], got {value!r}")
+    if not 1 <= int(value) <= upper:
+        raise RecipeError(f"{name} must be in [1, {upper}], got {value}")
+    return int(value)
+
+
+def _make_plan(
+    suite: str | None,
+    tasks: str | Sequence[str] | None,
+    quality: str,
+    episodes_per_task: int,
+    seed: int,
+    max_episode_steps: int,
+    chunk_episodes: int,
+) -> _Plan:
+    q = get_quality(quality)
+    resolved = resolve_tasks(suite, tasks)
+    episodes = _positive_int(
+        "episodes per task", episodes_per_task, MAX_EPISODES_PER_TASK
+    )
+    steps = _positive_int("max episode steps", max_episode_steps, MAX_EPISODE_STEPS)
+    chunk = _positive_int("chunk episodes", chunk_episodes, GOALS_PER_MAKE_SEED)
+    if GOALS_PER_MAKE_SEED % chunk:
+        divisors = [d for d in range(1, 51) if GOALS_PER_MAKE_SEED % d == 0]
+        raise RecipeError(
+            f"chunk episodes must divide {GOALS_PER_MAKE_SEED}: one of {divisors}"
+        )
+    canonical = suite_of(resolved) or ("MT1" if len(resolved) == 1 else None)
+    return _Plan(resolved, canonical, q, check_seed(seed), episodes, steps, chunk)
+
+
+# ----------------------------------------------------------------- execution
+
+
+def _mp_context() -> Any:
+    methods = mp.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["dataset_recipes.rollout"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+class _Progress:
+    """Rich progress (episodes, tasks, transitions/s), or nothing."""
+
+    def __init__(self, plan: _Plan, enabled: bool, stream: TextIO | None) -> None:
+        self.enabled = enabled
+        self.plan = plan
+        self.generated_transitions = 0
+        self.start = time.perf_counter()
+        self._task_left: dict[str, int] = {}
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description:>9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(file=stream or sys.stderr),
+        )
+        total_eps = len(plan.tasks) * plan.episodes_per_task
+        self.eps = self.progress.add_task("episodes", total=total_eps, rate="")
+        self.tasks = self.progress.add_task("tasks", total=len(plan.tasks), rate="")
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def expect(self, items: Sequence[WorkItem]) -> None:
+        for it in items:
+            self._task_left[it.task] = self._task_left.get(it.task, 0) + 1
+
+    def done(self, item: WorkItem, generated: bool) -> None:
+        if generated and item.kind == "episodes":  # data only, not references
+            self.generated_transitions += item.transitions
+        self._task_left[item.task] -= 1
+        if not self.enabled:
+            return
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = f"{self.generated_transitions / elapsed:,.0f} transitions/s"
+        advance = item.count if item.kind == "episodes" else 0
+        self.progress.update(self.eps, advance=advance, rate=rate)
+        if self._task_left[item.task] == 0:
+            self.progress.update(self.tasks, advance=1)
+
+
+def _execute(
+    plan: _Plan,
+    items: Sequence[WorkItem],
+    workers: int,
+    progress: bool,
+    stop_after_chunks: int | None,
+    stream: TextIO | None = None,
+) -> tuple[int, int]:
+    """Run the missing items; returns (generated, reused)."""
+    for folder in {Path(it.path).parent for it in items}:
+        folder.mkdir(parents=True, exist_ok=True)
+        if any(
+            it.kind == "episodes" and Path(it.path).parent == folder for it in items
+        ):
+            # Our own (locked) chunk folder: leftovers of a killed run.
+            for stale in folder.glob("*.tmp"):
+                stale.unlink(missing_ok=True)
+    # Longest items first: better balance across workers.
+    pending = sorted(
+        (it for it in items if not Path(it.path).exists()),
+        key=lambda it: -it.transitions,
+    )
+    reused = len(items) - len(pending)
+    generated = 0
+
+    def interrupted(why: str) -> BuildInterrupted:
+        staged = sum(Path(it.path).exists() for it in items)
+        return BuildInterrupted(
+            f"build interrupted ({why}): {staged}/{len(items)} chunks staged; "
+            "re-run the same command to resume",
+            staged_chunks=staged,
+            total_chunks=len(items),
+        )
+
+    with _Progress(plan, progress, stream) as bar:
+        bar.expect(items)
+        todo = set(pending)
+        for it in items:
+            if it not in todo:
+                bar.done(it, generated=False)
+        try:
+            if workers == 1 or len(pending) <= 1:
+                for it in pending:
+                    if stop_after_chunks is not None and generated >= stop_after_chunks:
+                        raise interrupted("stop_after_chunks")
+                    run_work_item(it)
+                    generated += 1
+                    bar.done(it, generated=True)
+            else:
+                ctx = _mp_context()
+                n = min(workers, len(pending))
+                from .rollout import init_worker
+
+                with ctx.Pool(n, initializer=init_worker) as pool:
+                    done: WorkDone
+                    for done in pool.imap_unordered(run_work_item, pending):
+                        generated += 1
+                        bar.done(done.item, generated=True)
+                        if (
+                            stop_after_chunks is not None
+                            and generated >= stop_after_chunks
+                            and generated < len(pending)
+                        ):
+                            raise interrupted("stop_after_chunks")
+        except KeyboardInterrupt:
+            raise interrupted("KeyboardInterrupt") from None
+    return generated, reused
+
+
+# ----------------------------------------------------------------- stats
+
+
+def _load_stats(
+    plan: _Plan, items: Sequence[WorkItem]
+) -> tuple[list[TaskStats], dict[str, dict[str, float]]]:
+    refs: dict[str, dict[str, float]] = {}
+    per_task: dict[str, dict[str, list[np.ndarray]]] = {
+        t: {"returns": [], "solved": [], "last": [], "degraded": []} for t in plan.tasks
+    }
+    for it in items:
+        with np.load(it.path) as z:
+            if it.kind == "refs":
+                refs[it.task] = {
+                    "ref_min_score": float(z["random_returns"].mean()),
+                    "ref_max_score": float(z["expert_returns"].mean()),
+                    "expert_success_rate": float(z["expert_success"].mean()),
+                    "episodes": int(len(z["random_returns"])),
+                }
+            else:
+                acc = per_task[it.task]
+                acc["returns"].append(z["returns"])
+                acc["solved"].append(z["solved"])
+                acc["last"].append(z["last_success"])
+                acc["degraded"].append(z["degraded"])
+    stats = []
+    for task_id, task in enumerate(plan.tasks):
+        acc = per_task[task]
+        returns = np.concatenate(acc["returns"])
+        ref = refs.get(task, {})
+        stats.append(
+            TaskStats(
+                task=task,
+                task_id=task_id,
+                episodes=int(len(returns)),
+                success_rate=float(np.concatenate(acc["solved"]).mean()),
+                last_step_success_rate=float(np.concatenate(acc["last"]).mean()),
+                mean_return=float(returns.mean()),
+                std_return=float(returns.std()),
+                degraded_episodes=int(np.concatenate(acc["degraded"]).sum()),
+                ref_min_score=ref.get("ref_min_score", float("nan")),
+                ref_max_score=ref.get("ref_max_score", float("nan")),
+            )
+        )
+    return stats, refs
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _requirements() -> list[str]:
+    reqs = []
+    for pkg in ("metaworld", "mujoco", "gymnasium"):
+        try:
+            reqs.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:  # pragma: no cover
+            pass
+    return reqs
+
+
+def _episode_buffers(path: str, task_id: int, task: str, width: int) -> list[Any]:
+    from minari.data_collector import EpisodeBuffer
+
+    buffers = []
+    name = np.bytes_(task.encode("ascii"))
+    with np.load(path) as z:
+        obs, act, rew = z["observations"], z["actions"], z["rewards"]
+        term, trunc, succ = z["terminations"], z["truncations"], z["success"]
+        lengths = z["lengths"]
+        o = s = 0
+        for k, length in enumerate(lengths):
+            length = int(length)
+            infos = {
+                schema.INFO_TASK_ID: np.full(length + 1, task_id, dtype=np.int64),
+                schema.INFO_TASK_NAME: np.full(length + 1, name, dtype=f"S{width}"),
+                schema.INFO_SUCCESS: succ[o : o + length + 1].astype(np.float32),
+            }
+            buffers.append(
+                EpisodeBuffer(
+                    observations=obs[o : o + length + 1],
+                    actions=act[s : s + length],
+                    rewards=rew[s : s + length],
+                    terminations=term[s : s + length],
+                    truncations=trunc[s : s + length],
+                    infos=infos,
+                    options={
+                        "episode_index": int(z["episode_index"][k]),
+                        "make_seed": int(z["make_seed"][k]),
+                        "goal_index": int(z["goal_index"][k]),
+                        "degraded": int(z["degraded"][k]),
+                        "noise_std": float(z["noise_std"][k]),
+                    },
+                )
+            )
+            o += length + 1
+            s += length
+    return buffers
+
+
+def _default_command(plan: _Plan, dataset: str, default_id: str) -> str:
+    parts = ["harmodt-recipes", "metaworld"]
+    if plan.suite is not None and plan.suite != "MT1":
+        parts += ["--suite", plan.suite]
+    else:
+        parts += ["--tasks", ",".join(plan.tasks)]
+    parts += ["--quality", plan.quality.name]
+    parts += [
+        "--episodes-per-task",
+        str(plan.episodes_per_task),
+        "--seed",
+        str(plan.seed),
+    ]
+    if plan.max_episode_steps != MAX_EPISODE_STEPS:
+        parts += ["--max-episode-steps", str(plan.max_episode_steps)]
+    if dataset != default_id:
+        parts += ["--dataset-id", dataset]
+    return shlex.join(parts)
+
+
+def _write_minari(
+    assemble_root: Path,
+    dataset: str,
+    plan: _Plan,
+    items: Sequence[WorkItem],
+    stats: Sequence[TaskStats],
+    refs: dict[str, dict[str, float]],
+    card: str,
+    env_meta: dict[str, Any],
+    author: str,
+    code_permalink: str,
+    command: str,
+) -> Path:
+    import minari
+
+    ref_min = float(np.mean([refs[t]["ref_min_score"] for t in plan.tasks]))
+    ref_max = float(np.mean([refs[t]["ref_max_score"] for t in plan.tasks]))
+    single = len(plan.tasks) == 1
+    train_spec = eval_spec = None
+    if single:
+        task = plan.tasks[0]
+        train_spec = env_spec_from_dict(
+            env_spec_dict(
+                task, train_make_seeds(plan.seed, 1)[0], plan.max_episode_steps
+            )
+        )
+        eval_spec = env_spec_from_dict(env_meta["tasks"][task])
+    with _minari_root(assemble_root), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = minari.create_dataset_from_buffers(
+            dataset,
+            [],
+            env=train_spec,
+            eval_env=eval_spec,
+            algorithm_name=ALGORITHM_NAME,
+            author=author,
+            code_permalink=code_permalink,
+            action_space=ACTION_SPACE,
+            observation_space=OBSERVATION_SPACE,
+            ref_min_score=ref_min,
+            ref_max_score=ref_max,
+            num_episodes_average_score=REF_EPISODES,
+            description=card,
+            requirements=_requirements(),
+        )
+        width = max(len(t) for t in plan.tasks)  # one fixed-width |S dtype
+        for task_id, task in enumerate(plan.tasks):
+            for it in items:
+                if it.kind == "episodes" and it.task == task:
+                    buffers = _episode_buffers(it.path, task_id, task, width)
+                    ds.storage.update_episodes(buffers)
+        ds.storage.update_metadata(
+            {
+                schema.METADATA_TASKS: list(plan.tasks),
+                schema.METADATA_ENV: env_meta,
+                schema.METADATA_STATS: {s.task: s.to_json() for s in stats},
+                schema.METADATA_REF_SCORES: refs,
+                schema.METADATA_RECIPE: {
+                    **plan.params(),
+                    "suite": plan.suite,
+                    "package_version": __version__,
+                    "command": command,
+                    "success_band": plan.quality.success_band,
+                },
+                "ref_min_score": ref_min,
+                "ref_max_score": ref_max,
+                "num_episodes_average_score": REF_EPISODES,
+            }
+        )
+    return assemble_root / dataset
+
+
+def _publish(
+    built: Path, root: Path, dataset: str, staging: Path, overwrite: bool
+) -> Path:
+    from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.namespace import create_namespace, list_local_namespaces
+
+    final = root / dataset
+    namespace = parse_dataset_id(dataset)[0]
+    if namespace is not None:
+        with _minari_root(root):
+            if namespace not in list_local_namespaces():
+                create_namespace(namespace)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        if not overwrite:
+            raise RecipeError(_exists_message(dataset, final))
+        replaced = staging / "replaced"
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.rename(final, replaced)
+    os.rename(built, final)
+    return final
+
+
+def _exists_message(dataset: str, path: Path) -> str:
+    return (
+        f"dataset {dataset} already exists at {path}; pass --overwrite "
+        "(overwrite=True) to replace it"
+    )
+
+
+# ---------------------------------------------------------------------- API
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced."""
+
+    dataset_id: str
+    path: Path
+    tasks: tuple[str, ...]
+    quality: str
+    stats: tuple[TaskStats, ...]
+    card: str
+    episodes: int
+    transitions: int
+    generated_chunks: int
+    reused_chunks: int
+    seconds: float
+
+    @property
+    def success_band(self) -> tuple[float, float] | None:
+        return get_quality(self.quality).success_band
+
+
+def build_metaworld_dataset(
+    suite: str | None = None,
+    tasks: str | Sequence[str] | None = None,
+    quality: str = "near-optimal",
+    episodes_per_task: int = 100,
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    dataset_id: str | None = None,
+    overwrite: bool = False,
+    max_episode_steps: int = MAX_EPISODE_STEPS,
+    chunk_episodes: int = DEFAULT_CHUNK_EPISODES,
+    progress: bool = True,
+    author: str = DEFAULT_AUTHOR,
+    code_permalink: str = DEFAULT_CODE_PERMALINK,
+    command: str | None = None,
+    stop_after_chunks: int | None = None,
+    progress_stream: TextIO | None = None,
+) -> BuildResult:
+    """Build (or resume) a Minari dataset of Meta-World v3 episodes.
+
+    Args:
+        suite: ``"MT1"``, ``"MT5"``, ``"MT10"``, ``"MT30"`` or ``"MT50"`` (any case).
+        tasks: task names (``"a,b"`` or a sequence): a subset, or MT1's task.
+        quality: one of ``expert``, ``near-optimal``, ``sub-optimal``, ``random``.
+        episodes_per_task: episodes generated per task (> 0).
+        seed: recipe seed; fixes goals, noise and the held-out evaluation goals.
+        workers: worker processes (results do not depend on it).
+        dataset_id: override the id given by :func:`dataset_id`.
+        overwrite: replace an existing dataset with the same id.
+        max_episode_steps: episode length (500, Meta-World's; shorter for tests).
+        chunk_episodes: episodes per staged chunk (resume granularity; divides 50).
+        progress: show a rich progress bar on stderr.
+        author, code_permalink: Minari metadata.
+        command: the command line to print in the card (default: reconstructed).
+        stop_after_chunks: test hook: stop (as if interrupted) after generating
+            this many new chunks.
+
+    Raises:
+        RecipeError: bad input (before any environment is stepped).
+        BuildInterrupted: Ctrl-C or ``stop_after_chunks``; staged work is kept.
+    """
+    start = time.perf_counter()
+    plan = _make_plan(
+        suite,
+        tasks,
+        quality,
+        episodes_per_task,
+        seed,
+        max_episode_steps,
+        chunk_episodes,
+    )
+    n_workers = _positive_int("workers", workers, 1024)
+    default_id = _default_id(plan)
+    target = _check_dataset_id(dataset_id) if dataset_id is not None else default_id
+    root = datasets_root()
+    _check_writable(root)
+    final = root / target
+    if final.exists() and not overwrite:
+        raise RecipeError(_exists_message(target, final))
+
+    slug = target.replace("/", "__")
+    staging_parent = root / STAGING_DIRNAME
+    staging = staging_parent / f"{slug}-{plan.digest()}"
+    with _lock(staging_parent / f"{slug}.lock", target):
+        for other in staging_parent.glob(f"{slug}-*"):
+            if other.is_dir() and other != staging:
+                shutil.rmtree(other, ignore_errors=True)  # different parameters
+        staging.mkdir(parents=True, exist_ok=True)
+        (staging / "recipe.json").write_text(json.dumps(plan.params(), indent=1))
+        items = plan.items(staging, staging_parent / f"refs-v{RECIPE_VERSION}")
+        generated, reused = _execute(
+            plan, items, n_workers, progress, stop_after_chunks, progress_stream
+        )
+        stats, refs = _load_stats(plan, items)
+        env_meta = env_metadata(
+            plan.tasks, plan.seed, plan.episodes_per_task, plan.max_episode_steps
+        )
+        cmd = command or _default_command(plan, target, default_id)
+        card = render_card(
+            dataset_id=target,
+            tasks=plan.tasks,
+            suite=plan.suite,
+            quality=plan.quality,
+            seed=plan.seed,
+            episodes_per_task=plan.episodes_per_task,
+            max_episode_steps=plan.max_episode_steps,
+            stats=stats,
+            env_meta=env_meta,
+            command=cmd,
+            package_version=__version__,
+            recipe_version=RECIPE_VERSION,
+        )
+        assemble_root = staging / "assemble"
+        shutil.rmtree(assemble_root, ignore_errors=True)
+        built = _write_minari(
+            assemble_root,
+            target,
+            plan,
+            items,
+            stats,
+            refs,
+            card,
+            env_meta,
+            author,
+            code_permalink,
+            cmd,
+        )
+        path = _publish(built, root, target, staging, overwrite)
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging_parent / f"{slug}.lock").unlink(missing_ok=True)
+    return BuildResult(
+        dataset_id=target,
+        path=path,
+        tasks=plan.tasks,
+        quality=plan.quality.name,
+        stats=tuple(stats),
+        card=card,
+        episodes=len(plan.tasks) * plan.episodes_per_task,
+        transitions=len(plan.tasks) * plan.episodes_per_task * plan.max_episode_steps,
+        generated_chunks=generated,
+        reused_chunks=reused,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _default_id(plan: _Plan) -> str:
+    return dataset_id(plan.tasks, plan.quality.name)
+
+
+def measure_quality(
+    suite: str | None = None,
+    tasks: str | Sequence[str] | None = None,
+    quality: str = "near-optimal",
+    episodes_per_task: int = 10,
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    max_episode_steps: int = MAX_EPISODE_STEPS,
+    with_refs: bool = False,
+    progress: bool = True,
+) -> list[TaskStats]:
+    """Measure a quality level's per-task success and return without writing a dataset.
+
+    Runs exactly the episodes a build with the same arguments would contain
+    (calibration tool; ``harmodt-recipes calibrate``). Reference scores are NaN
+    unless ``with_refs``.
+    """
+    plan = _make_plan(
+        suite,
+        tasks,
+        quality,
+        episodes_per_task,
+        seed,
+        max_episode_steps,
+        DEFAULT_CHUNK_EPISODES,
+    )
+    n_workers = _positive_int("workers", workers, 1024)
+    with tempfile.TemporaryDirectory(prefix="recipe-calibrate-") as tmp:
+        items = plan.items(Path(tmp), Path(tmp) / "refs" if with_refs else None)
+        _execute(plan, items, n_workers, progress, None)
+        stats, _ = _load_stats(plan, items)
+    return stats
+
+
+def stats_of(metadata: dict[str, Any]) -> list[TaskStats]:
+    """The per-task :class:`TaskStats` stored in a recipe dataset's metadata."""
+    raw = metadata.get(schema.METADATA_STATS) or {}
+    tasks = metadata.get(schema.METADATA_TASKS) or list(raw)
+    return [TaskStats.from_json(raw[t]) for t in tasks if t in raw]
+
+
+__all__ = [
+    "BuildResult",
+    "QUALITY_NAMES",
+    "build_metaworld_dataset",
+    "dataset_id",
+    "datasets_root",
+    "measure_quality",
+    "stats_markdown",
+    "stats_of",
+]

@@ -1,0 +1,246 @@
+"""Command line: ``harmodt-recipes`` / ``python -m dataset_recipes``.
+
+Why a thin layer: all logic lives in the library (:mod:`dataset_recipes.builder`)
+so notebooks and the algorithm side get the same behaviour. The CLI only parses
+arguments, turns :class:`RecipeError` into one line on stderr with exit code 2
+(no traceback), and prints the result with rich.
+
+Subcommands::
+
+    harmodt-recipes metaworld --suite MT10 --quality near-optimal \
+        --episodes-per-task 100 --workers 2 --seed 0
+    harmodt-recipes show metaworld-v3/mt10/near-optimal-v0
+    harmodt-recipes list
+    harmodt-recipes calibrate --suite MT10 --quality sub-optimal --episodes-per-task 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import NoReturn
+
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+
+from .errors import BuildInterrupted, RecipeError
+from .qualities import QUALITIES, QUALITY_NAMES
+from .suites import SUITE_NAMES, all_tasks, list_suites
+
+PROG = "harmodt-recipes"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as a single line (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Build Minari datasets of Meta-World v3.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add_recipe_args(p: argparse.ArgumentParser, episodes_default: int) -> None:
+        p.add_argument("--suite", help=f"one of {', '.join(SUITE_NAMES)}")
+        p.add_argument(
+            "--tasks", help="comma-separated task names (a subset, or MT1's task)"
+        )
+        p.add_argument(
+            "--quality",
+            default="near-optimal",
+            help=f"one of {', '.join(QUALITY_NAMES)} (default: near-optimal)",
+        )
+        p.add_argument(
+            "--episodes-per-task",
+            type=int,
+            default=episodes_default,
+            help=f"episodes per task (default: {episodes_default})",
+        )
+        p.add_argument("--seed", type=int, default=0, help="recipe seed (default: 0)")
+        p.add_argument(
+            "--workers", type=int, default=1, help="worker processes (default: 1)"
+        )
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        # Test-only: short episodes.
+        p.add_argument(
+            "--max-episode-steps", type=int, default=500, help=argparse.SUPPRESS
+        )
+
+    build = sub.add_parser(
+        "metaworld", help="build a Meta-World v3 dataset (resumable)"
+    )
+    add_recipe_args(build, 100)
+    build.add_argument("--dataset-id", help="override the default dataset id")
+    build.add_argument(
+        "--overwrite", action="store_true", help="replace an existing dataset"
+    )
+    build.add_argument("--author", help="Minari 'author' metadata")
+    build.add_argument("--code-permalink", help="Minari 'code_permalink' metadata")
+    # Test-only hooks.
+    build.add_argument("--chunk-episodes", type=int, default=10, help=argparse.SUPPRESS)
+    build.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)
+
+    show = sub.add_parser("show", help="print the card of a local recipe dataset")
+    show.add_argument("dataset_id")
+
+    sub.add_parser("list", help="list suites, tasks and quality levels")
+
+    cal = sub.add_parser(
+        "calibrate", help="measure a quality level's success without writing data"
+    )
+    add_recipe_args(cal, 10)
+    return parser
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _cmd_metaworld(args: argparse.Namespace, out: Console) -> int:
+    from . import builder
+
+    kwargs = {}
+    if args.author:
+        kwargs["author"] = args.author
+    if args.code_permalink:
+        kwargs["code_permalink"] = args.code_permalink
+    result = builder.build_metaworld_dataset(
+        suite=args.suite,
+        tasks=args.tasks,
+        quality=args.quality,
+        episodes_per_task=args.episodes_per_task,
+        seed=args.seed,
+        workers=args.workers,
+        dataset_id=args.dataset_id,
+        overwrite=args.overwrite,
+        max_episode_steps=args.max_episode_steps,
+        chunk_episodes=args.chunk_episodes,
+        progress=not args.no_progress,
+        stop_after_chunks=args.stop_after_chunks,
+        command=None,
+        **kwargs,
+    )
+    from .card import print_card
+
+    print_card(out, result.card, list(result.stats), result.success_band)
+    out.print(f"dataset id: {result.dataset_id}", highlight=False, soft_wrap=True)
+    out.print(f"path: {result.path}", highlight=False, soft_wrap=True)
+    out.print(
+        f"{result.transitions:,} transitions in {result.seconds:.1f} s "
+        f"({result.generated_chunks} chunks generated, {result.reused_chunks} "
+        "reused from staging)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace, out: Console) -> int:
+    import minari
+
+    from . import schema
+    from .builder import datasets_root
+
+    try:
+        ds = minari.load_dataset(args.dataset_id)
+    except (FileNotFoundError, ValueError):
+        local = sorted(
+            i for i in minari.list_local_datasets() if i.startswith(schema.NAMESPACE)
+        )
+        raise RecipeError(
+            f"no local dataset {args.dataset_id!r} under {datasets_root()}; "
+            f"local recipe datasets: {', '.join(local) or 'none'}"
+        ) from None
+    from .builder import stats_of
+    from .card import print_card
+
+    meta = ds.storage.metadata
+    band = (meta.get(schema.METADATA_RECIPE) or {}).get("success_band")
+    out.print(Markdown(f"# {args.dataset_id}"))
+    print_card(
+        out,
+        str(meta.get("description", "")),
+        stats_of(meta),
+        tuple(band) if band else None,
+    )
+    out.print(f"dataset id: {args.dataset_id}", highlight=False, soft_wrap=True)
+    out.print(f"path: {ds.storage.data_path.parent}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _cmd_list(out: Console) -> int:
+    table = Table(title="suites")
+    table.add_column("suite")
+    table.add_column("tasks", justify="right")
+    table.add_column("task names")
+    table.add_row("MT1", "1", "any one task, via --tasks")
+    for name, tasks in list_suites().items():
+        table.add_row(name, str(len(tasks)), ", ".join(tasks))
+    out.print(table)
+    qt = Table(title="quality levels")
+    qt.add_column("quality")
+    qt.add_column("mixture")
+    for q in QUALITIES.values():
+        qt.add_row(q.name, q.describe())
+    out.print(qt)
+    out.print(f"{len(all_tasks())} tasks in all.")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace, out: Console) -> int:
+    from .builder import measure_quality
+    from .card import stats_table
+
+    stats = measure_quality(
+        suite=args.suite,
+        tasks=args.tasks,
+        quality=args.quality,
+        episodes_per_task=args.episodes_per_task,
+        seed=args.seed,
+        workers=args.workers,
+        max_episode_steps=args.max_episode_steps,
+        progress=not args.no_progress,
+    )
+    band = QUALITIES[args.quality].success_band
+    out.print(stats_table(stats, band, title=f"{args.quality} (measured)"))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    args = _build_parser().parse_args(argv)
+    out = Console()
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        if args.command == "metaworld":
+            return _cmd_metaworld(args, out)
+        if args.command == "show":
+            return _cmd_show(args, out)
+        if args.command == "list":
+            return _cmd_list(out)
+        if args.command == "calibrate":
+            return _cmd_calibrate(args, out)
+        raise AssertionError(args.command)  # pragma: no cover
+    except RecipeError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BuildInterrupted as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
