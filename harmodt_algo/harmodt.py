@@ -265,21 +265,11 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             )
         obs_size = int(observation_shape[0])  # type: ignore[arg-type]
         num_tasks = len(cfg.task_names)
-        net = MaskedDecisionTransformer(
-            observation_size=obs_size,
-            action_size=action_size,
-            embed_size=cfg.embed_size,
-            num_layers=cfg.num_layers,
-            num_heads=cfg.num_heads,
-            ff_size=cfg.ff_size or 4 * cfg.embed_size,
-            context_size=cfg.context_size,
-            max_timestep=cfg.max_timestep,
-            prompt_length=cfg.prompt_length,
-            attn_dropout=cfg.attn_dropout,
-            resid_dropout=cfg.resid_dropout,
-            embed_dropout=cfg.embed_dropout,
-            activation_type=cfg.activation_type,
-        ).to(self._device)
+        # initial weights are a function of the config's seed, not of whatever
+        # state torch's global RNG happens to be in
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            net = self._build_network(obs_size, action_size)
         shapes = {n: tuple(p.shape) for n, p in net.masked_parameters().items()}
         task_masks = TaskMasks(shapes, num_tasks).to(self._device)
         densities = mask_ops.layer_densities(cfg.mask_init, shapes, 1.0 - cfg.sparsity)
@@ -308,6 +298,26 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             ),
             device=self._device,
         )
+
+    def _build_network(
+        self, obs_size: int, action_size: int
+    ) -> MaskedDecisionTransformer:
+        cfg = self._config
+        return MaskedDecisionTransformer(
+            observation_size=obs_size,
+            action_size=action_size,
+            embed_size=cfg.embed_size,
+            num_layers=cfg.num_layers,
+            num_heads=cfg.num_heads,
+            ff_size=cfg.ff_size or 4 * cfg.embed_size,
+            context_size=cfg.context_size,
+            max_timestep=cfg.max_timestep,
+            prompt_length=cfg.prompt_length,
+            attn_dropout=cfg.attn_dropout,
+            resid_dropout=cfg.resid_dropout,
+            embed_dropout=cfg.embed_dropout,
+            activation_type=cfg.activation_type,
+        ).to(self._device)
 
     def get_action_type(self) -> ActionSpace:
         return ActionSpace.CONTINUOUS
@@ -375,13 +385,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         """One gradient step. ``task_ids`` (B,) says which task each sequence
         belongs to; without it the step's task follows round-robin."""
         assert self._impl is not None, "the model is not built yet"
-        torch_batch = TorchTrajectoryMiniBatch.from_batch(
-            batch=batch,
-            device=self._device,
-            observation_scaler=self._config.observation_scaler,
-            action_scaler=self._config.action_scaler,
-            reward_scaler=self._config.reward_scaler,
-        )
+        torch_batch = self._to_torch(batch)
         if task_ids is None:
             metrics = self._impl.update(torch_batch, self.grad_step)
         else:

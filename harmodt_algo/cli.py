@@ -1,0 +1,1084 @@
+"""Command line: ``harmodt train | evaluate | info``.
+
+Why a thin layer: everything it does is the library's own API (``HarmoDT``,
+``MultiTaskEvaluator``, ``masks``, :mod:`harmodt_algo.plots`), so a run started
+here is the same as one written in Python. What the CLI adds is what a run on a
+shared machine needs: one run directory holding d3rlpy's logs, the final
+``model.d3`` and a ``run.json`` (dataset id, preset, steps) so that
+``harmodt evaluate`` finds the model's evaluation environments without being
+told again; a results table at the end; and bad input reported as ONE line on
+stderr (exit code 2), never a traceback.
+
+::
+
+    harmodt train --dataset metaworld-v3/mt5/near-optimal-v0 --preset harmodt-f \\
+        --steps 20000 --eval-every 5000 --logdir runs
+    harmodt evaluate runs/<run>/model.d3 --episodes 10 [--json]
+    harmodt info runs/<run>/model.d3 [--json]
+
+minari, metaworld, matplotlib and the evaluator are imported inside the
+commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import math
+import pickle
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .evaluation import EvaluationResult, MultiTaskEvaluator
+    from .harmodt import HarmoDT, HarmoDTConfig
+
+__all__ = ["main", "CliError", "RUN_FILE", "MODEL_FILE"]
+
+PROG = "harmodt"
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+#: Written by ``train`` next to the model: how the run was made.
+RUN_FILE = "run.json"
+#: The final model of a ``train`` run.
+MODEL_FILE = "model.d3"
+LOGGERS = ("file", "tensorboard", "both", "none")
+#: Config keys ``info`` shows (the ones a preset or a flag sets).
+SUMMARY_KEYS = (
+    "embed_size",
+    "num_layers",
+    "num_heads",
+    "ff_size",
+    "context_size",
+    "max_timestep",
+    "prompt_length",
+    "mask_init",
+    "sparsity",
+    "mask_interval",
+    "change_fraction",
+    "change_schedule",
+    "importance",
+    "harmony_gamma",
+    "task_schedule",
+    "batch_size",
+    "learning_rate",
+    "seed",
+)
+
+
+class CliError(Exception):
+    """Bad input found by the CLI itself; printed as one line (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as a single line (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# --------------------------------------------------------------------------- #
+# Arguments
+# --------------------------------------------------------------------------- #
+
+TRAIN_EXAMPLES = """\
+Examples:
+  # build the data once, then train HarmoDT-F on MT5 with 4 evaluations
+  harmodt-recipes metaworld --suite MT5 --quality near-optimal
+  harmodt train --dataset metaworld-v3/mt5/near-optimal-v0 --preset harmodt-f \\
+      --steps 20000 --eval-every 5000 --logdir runs
+
+  # the MTDT baseline, smaller model, TensorBoard logs too
+  harmodt train --dataset metaworld-v3/mt5/near-optimal-v0 --preset mtdt \\
+      --embed-size 64 --layers 2 --logger both --name mtdt-small
+
+  # any HarmoDTConfig field with --set (repeatable)
+  harmodt train --dataset metaworld-v3/mt5/near-optimal-v0 \\
+      --set sparsity=0.3 --set mask_interval=1000
+
+Writes <logdir>/<name>_<timestamp>/: d3rlpy's logs (<metric>.csv, params.json,
+model_<step>.d3), model.d3 (the final model), run.json and the plots.
+"""
+
+EVALUATE_EXAMPLES = """\
+Examples:
+  harmodt evaluate runs/harmodt-f_mt5_near-optimal_20250101120000/model.d3 --episodes 10
+  harmodt evaluate runs/<run>/model.d3 --episodes 50 --workers 2 --json > res.json
+  harmodt evaluate model.d3 --dataset metaworld-v3/mt5/near-optimal-v0 \\
+      --tasks reach-v3,push-v3 --target-return 4500
+
+The evaluation environments (held-out goals) come from the recipe dataset the
+model was trained on: --dataset, else the dataset id in run.json next to the model.
+"""
+
+INFO_EXAMPLES = """\
+Examples:
+  harmodt info runs/harmodt-f_mt5_near-optimal_20250101120000/model.d3
+  harmodt info runs/<run>/model.d3 --json | jq .mask_overlap
+"""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from .harmodt import PRESETS
+
+    parser = _Parser(
+        prog=PROG,
+        description="Train, evaluate and inspect HarmoDT multi-task Decision "
+        "Transformers on Meta-World recipe datasets.",
+        epilog=(
+            "Examples:\n"
+            "  harmodt train --dataset metaworld-v3/mt5/near-optimal-v0 "
+            "--steps 20000 --eval-every 5000\n"
+            "  harmodt evaluate runs/<run>/model.d3 --episodes 10\n"
+            "  harmodt info runs/<run>/model.d3\n\n"
+            "Run 'harmodt <command> --help' for a command's options."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,evaluate,info}"
+    )
+    raw = argparse.RawDescriptionHelpFormatter
+
+    # ------------------------------------------------------------------ train
+    train = sub.add_parser(
+        "train",
+        help="train on a Minari dataset, evaluating every --eval-every steps",
+        description="Train HarmoDT (or a baseline preset) on a multi-task Minari "
+        "dataset.",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=raw,
+    )
+    train.add_argument(
+        "--dataset", required=True, help="Minari dataset id (a harmodt-recipes id)"
+    )
+    train.add_argument(
+        "--preset",
+        default="harmodt-f",
+        help=f"one of {', '.join(PRESETS)} (default: harmodt-f)",
+    )
+    train.add_argument(
+        "--steps", type=int, default=10000, help="gradient steps (default: 10000)"
+    )
+    train.add_argument(
+        "--eval-every",
+        type=int,
+        help="steps per epoch: evaluate and log every this many steps "
+        "(default: steps/5)",
+    )
+    train.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=10,
+        help="episodes per task at each evaluation, each on a different held-out "
+        "goal (default: 10; 0 = do not evaluate)",
+    )
+    train.add_argument(
+        "--eval-workers",
+        type=int,
+        default=0,
+        help="processes stepping the evaluation envs (default: 0 = in-process)",
+    )
+    train.add_argument(
+        "--target-return",
+        type=float,
+        help="initial return-to-go for every task (default: each task's best "
+        "return in the dataset)",
+    )
+    group = train.add_argument_group("model overrides (default: the preset's)")
+    group.add_argument("--batch-size", type=int, help="sequences per batch")
+    group.add_argument("--embed-size", type=int, help="transformer width")
+    group.add_argument("--layers", type=int, help="transformer blocks")
+    group.add_argument("--heads", type=int, help="attention heads")
+    group.add_argument("--context", type=int, help="context length K (steps)")
+    group.add_argument("--seed", type=int, help="training seed (config.seed)")
+    group.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any HarmoDTConfig field of type int/float/bool/str (repeatable)",
+    )
+    train.add_argument(
+        "--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)"
+    )
+    train.add_argument(
+        "--logger",
+        choices=LOGGERS,
+        default="file",
+        help="d3rlpy logger: CSV files, TensorBoard (under the run directory), "
+        "both, or none (default: file)",
+    )
+    train.add_argument(
+        "--logdir", default="runs", help="root of run directories (default: runs)"
+    )
+    train.add_argument(
+        "--name", help="run name (default: <preset>_<dataset>); a timestamp is added"
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--no-plots", action="store_true", help="do not draw the PNG figures"
+    )
+
+    # --------------------------------------------------------------- evaluate
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate a saved model on every task",
+        description="Evaluate a saved HarmoDT model on its tasks' held-out goals.",
+        epilog=EVALUATE_EXAMPLES,
+        formatter_class=raw,
+    )
+    evaluate.add_argument("model", help="a .d3 file saved by HarmoDT (model.d3)")
+    evaluate.add_argument(
+        "--dataset", help="recipe dataset id (default: the one in run.json)"
+    )
+    evaluate.add_argument(
+        "--episodes", type=int, default=10, help="episodes per task (default: 10)"
+    )
+    evaluate.add_argument(
+        "--tasks", help="comma-separated subset of the model's tasks (default: all)"
+    )
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="picks the goals (default: 0)"
+    )
+    evaluate.add_argument(
+        "--max-steps", type=int, help="cut episodes at this many steps"
+    )
+    evaluate.add_argument(
+        "--target-return",
+        type=float,
+        help="initial return-to-go for every task (default: each task's best "
+        "return in the dataset)",
+    )
+    evaluate.add_argument(
+        "--workers", type=int, default=0, help="env processes (default: 0)"
+    )
+    evaluate.add_argument("--device", help="torch device (default: cpu)")
+    evaluate.add_argument(
+        "--json", action="store_true", help="print machine-readable JSON only"
+    )
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    # ------------------------------------------------------------------- info
+    info = sub.add_parser(
+        "info",
+        help="tasks, config, parameters, mask densities and overlap of a model",
+        description="Describe a saved HarmoDT model.",
+        epilog=INFO_EXAMPLES,
+        formatter_class=raw,
+    )
+    info.add_argument("model", help="a .d3 file saved by HarmoDT (model.d3)")
+    info.add_argument("--json", action="store_true", help="print JSON only")
+    return parser
+
+
+# --------------------------------------------------------------------------- #
+# Shared helpers
+# --------------------------------------------------------------------------- #
+
+
+def _positive(name: str, value: int | None, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise CliError(f"{name} must be {bound}, got {value}")
+
+
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    """``text`` as the type of the field's default (bool before int: bool is an int)."""
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise CliError(f"--set {key}: expected true/false, got {text!r}")
+    try:
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        kind = type(default).__name__
+        raise CliError(f"--set {key}: expected {kind}, got {text!r}") from None
+    return text
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> typed ``HarmoDTConfig`` overrides.
+
+    Only fields whose default is a bool, int, float or str can be set from the
+    command line (factories, scalers and the task list cannot).
+    """
+    from .harmodt import HarmoDTConfig
+
+    defaults = HarmoDTConfig()
+    settable = {
+        f.name: getattr(defaults, f.name)
+        for f in dataclasses.fields(HarmoDTConfig)
+        if isinstance(getattr(defaults, f.name), (bool, int, float, str))
+    }
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise CliError(f"--set expects KEY=VALUE, got {item!r}")
+        if key not in settable:
+            fields = {f.name for f in dataclasses.fields(HarmoDTConfig)}
+            why = (
+                "cannot be set from the command line"
+                if key in fields
+                else "is not a HarmoDTConfig field"
+            )
+            raise CliError(
+                f"--set {key}: {why}; settable fields: {', '.join(sorted(settable))}"
+            )
+        out[key] = _parse_value(key, text, settable[key])
+    return out
+
+
+def _recipe_hint(dataset_id: str) -> str:
+    """How to build ``dataset_id`` with ``harmodt-recipes`` (or a generic hint)."""
+    from dataset_recipes import QUALITY_NAMES, all_tasks
+    from dataset_recipes.suites import FIXED_SUITES
+
+    generic = (
+        "build a recipe dataset with e.g. 'harmodt-recipes metaworld --suite MT5 "
+        "--quality near-optimal' (choices: 'harmodt-recipes list')"
+    )
+    match = re.fullmatch(r"metaworld-v3/([^/]+)/(.+)-v\d+", dataset_id)
+    if match is None:
+        return f"{generic}, or fetch it with 'minari download {dataset_id}'"
+    group, quality = match.group(1), match.group(2)
+    if quality not in QUALITY_NAMES:
+        return generic
+    if group.upper() in FIXED_SUITES:
+        args = f"--suite {group.upper()}"
+    elif group in all_tasks():
+        args = f"--suite MT1 --tasks {group}"
+    elif group.startswith("custom-"):
+        args = "--tasks <the same comma-separated task list>"
+    else:
+        return generic
+    return f"build it with 'harmodt-recipes metaworld {args} --quality {quality}'"
+
+
+def load_minari(dataset_id: str) -> Any:
+    """The local Minari dataset ``dataset_id``; a missing one names the recipe."""
+    import minari
+
+    try:
+        return minari.load_dataset(dataset_id)
+    except FileNotFoundError:
+        from dataset_recipes import datasets_root
+
+        raise CliError(
+            f"no local dataset {dataset_id!r} under {datasets_root()}; "
+            f"{_recipe_hint(dataset_id)}"
+        ) from None
+
+
+def load_model(path: str | Path, device: str | None = None) -> HarmoDT:
+    """A saved HarmoDT; anything else (missing, corrupt, another algorithm) is a
+    :class:`CliError` that says which."""
+    import harmodt_algo  # registers HarmoDTConfig before d3rlpy loads the file
+
+    # isort: split
+    import d3rlpy
+
+    file = Path(path)
+    if not file.exists():
+        raise CliError(f"no model file {str(file)!r}")
+    if not file.is_file():
+        raise CliError(f"{str(file)!r} is not a file")
+    try:
+        algo = d3rlpy.load_learnable(str(file), device=_device(device))
+    except Exception as exc:  # pickle / torch / d3rlpy all fail differently
+        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        raise CliError(
+            f"{str(file)!r} is not a readable d3rlpy model file ({reason[:160]})"
+        ) from None
+    if not isinstance(algo, harmodt_algo.HarmoDT):
+        raise CliError(
+            f"{str(file)!r} is a d3rlpy {type(algo).__name__} model, not HarmoDT"
+        )
+    return algo
+
+
+def _device(device: str | None) -> str | bool:
+    if device is None or device.strip().lower() in ("", "cpu"):
+        return False
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def _read_run_file(model: Path) -> dict[str, Any]:
+    """The ``run.json`` next to ``model`` (empty when there is none)."""
+    path = model.parent / RUN_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{str(path)!r} is not valid JSON ({exc})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def infer_preset(config: HarmoDTConfig) -> str | None:
+    """The most specific preset whose every override the config has."""
+    from .harmodt import PRESETS
+
+    best: tuple[int, str] | None = None
+    for name, overrides in PRESETS.items():
+        if all(getattr(config, k) == v for k, v in overrides.items()):
+            if best is None or len(overrides) > best[0]:
+                best = (len(overrides), name)
+    return None if best is None else best[1]
+
+
+@contextmanager
+def _d3rlpy_logs_to_stderr() -> Iterator[None]:
+    """d3rlpy logs through structlog to *stdout*, one line per epoch and per
+    saved file; while a command runs, keep its warnings but send them to
+    stderr (stdout holds the tables, or JSON only), and drop info/debug lines
+    (the CLI prints its own summary). The previous configuration is restored."""
+    import logging
+
+    import structlog
+
+    previous = structlog.get_config()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    try:
+        yield
+    finally:
+        structlog.configure(**previous)
+
+
+class _ProgressPolicy:
+    """Wraps a multi-task policy to advance a progress bar by the number of
+    episodes that take a step (the evaluator has no progress hook)."""
+
+    def __init__(self, inner: Any, advance: Callable[[int], None]) -> None:
+        self._inner = inner
+        self._advance = advance
+
+    def reset(self, task_ids: Any, task_names: Sequence[str] | None = None) -> None:
+        self._inner.reset(task_ids, task_names)
+
+    def act(self, observations: Any, rewards: Any, task_ids: Any, active: Any) -> Any:
+        actions = self._inner.act(observations, rewards, task_ids, active)
+        self._advance(int(sum(bool(a) for a in active)))
+        return actions
+
+
+def _episode_limit(minari_dataset: Any) -> int | None:
+    from dataset_recipes import schema
+
+    env = dict(minari_dataset.storage.metadata).get(schema.METADATA_ENV) or {}
+    limit = env.get("max_episode_steps") if isinstance(env, Mapping) else None
+    return int(limit) if limit else None
+
+
+def run_evaluation(
+    evaluator: MultiTaskEvaluator,
+    algo: HarmoDT,
+    *,
+    progress: bool,
+    horizon: int | None,
+    description: str = "evaluating",
+) -> EvaluationResult:
+    """``evaluator.evaluate(algo)``, with a progress bar (env steps) on stderr."""
+    if not progress:
+        return evaluator.evaluate(algo)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    steps = horizon if evaluator.max_steps is None else evaluator.max_steps
+    total = len(evaluator.tasks) * evaluator.n_episodes * steps if steps else None
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("env steps"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        policy = _ProgressPolicy(
+            evaluator.policy_for(algo), lambda n: bar.advance(task, n)
+        )
+        return evaluator.evaluate(policy)
+
+
+def _float_or_none(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+# --------------------------------------------------------------------------- #
+# train
+# --------------------------------------------------------------------------- #
+
+
+def _logger_factory(kind: str, root: Path, run_dir: Path) -> Any:
+    from d3rlpy.logging import (
+        CombineAdapterFactory,
+        FileAdapterFactory,
+        NoopAdapterFactory,
+        TensorboardAdapterFactory,
+    )
+
+    def tensorboard() -> Any:
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError:
+            raise CliError(
+                "--logger tensorboard needs tensorboardX: "
+                "pip install 'harmodt[tensorboard]'"
+            ) from None
+        # events under <run>/tensorboard/runs/<run name>
+        return TensorboardAdapterFactory(root_dir=str(run_dir / "tensorboard"))
+
+    if kind == "file":
+        return FileAdapterFactory(root_dir=str(root))
+    if kind == "tensorboard":
+        return tensorboard()
+    if kind == "both":
+        return CombineAdapterFactory(
+            [FileAdapterFactory(root_dir=str(root)), tensorboard()]
+        )
+    return NoopAdapterFactory()
+
+
+def _default_name(preset: str, dataset_id: str) -> str:
+    match = re.fullmatch(r"metaworld-v3/([^/]+)/(.+)-v\d+", dataset_id)
+    short = f"{match.group(1)}_{match.group(2)}" if match else dataset_id
+    return re.sub(r"[^-\w.]+", "-", f"{preset}_{short}").strip("-")
+
+
+def _new_run_dir(root: Path, name: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
+    candidate = root / f"{name}_{stamp}"
+    suffix = 1
+    while candidate.exists():
+        candidate = root / f"{name}_{stamp}-{suffix}"
+        suffix += 1
+    return candidate
+
+
+def _cmd_train(args: argparse.Namespace, out: Console) -> int:
+    from .harmodt import PRESETS
+
+    preset = args.preset.lower()
+    if preset not in PRESETS:
+        raise CliError(f"unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}")
+    _positive("--steps", args.steps)
+    _positive("--eval-every", args.eval_every)
+    _positive("--eval-episodes", args.eval_episodes, allow_zero=True)
+    _positive("--eval-workers", args.eval_workers, allow_zero=True)
+    flags = {
+        "batch_size": args.batch_size,
+        "embed_size": args.embed_size,
+        "num_layers": args.layers,
+        "num_heads": args.heads,
+        "context_size": args.context,
+        "seed": args.seed,
+    }
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides.update(parse_overrides(args.overrides))
+    steps = int(args.steps)
+    eval_every = int(args.eval_every or max(1, math.ceil(steps / 5)))
+    eval_every = min(eval_every, steps)
+    device = _device(args.device)
+
+    # everything cheap is checked before the data is loaded
+    import harmodt_algo
+
+    # isort: split
+    import d3rlpy
+
+    from .harmodt import HarmoDT, HarmoDTConfig
+
+    config = HarmoDTConfig.from_preset(preset, **overrides)
+    algo = HarmoDT(config, device=device)  # validates the config
+    # config.seed drives sampling, dropout and masks; the weight init draws
+    # from torch's global RNG, so seed that too: same flags, same run
+    d3rlpy.seed(config.seed)
+
+    minari_dataset = load_minari(args.dataset)
+    data = harmodt_algo.as_multitask_dataset(minari_dataset)
+    if data.max_episode_length > config.max_timestep:  # fit would fail later
+        raise CliError(
+            f"the dataset has episodes of {data.max_episode_length} steps but "
+            f"max_timestep is {config.max_timestep}; pass --set "
+            f"max_timestep={data.max_episode_length} (or more)"
+        )
+
+    evaluator = None
+    if args.eval_episodes > 0:
+        from .evaluation import MultiTaskEvaluator
+
+        evaluator = MultiTaskEvaluator(
+            minari_dataset,
+            tasks=list(data.task_names),
+            n_episodes=args.eval_episodes,
+            seed=0,
+            target_returns=data if args.target_return is None else args.target_return,
+            workers=args.eval_workers,
+        )
+    horizon = _episode_limit(minari_dataset)
+
+    root = Path(args.logdir)
+    name = args.name or _default_name(preset, args.dataset)
+    run_dir = _new_run_dir(root, name)
+    run_dir.mkdir(parents=True)
+    factory = _logger_factory(args.logger, root, run_dir)
+    n_epochs = math.ceil(steps / eval_every)
+    run_info: dict[str, Any] = {
+        "dataset_id": args.dataset,
+        "preset": preset,
+        "steps": steps,
+        "eval_every": eval_every,
+        "eval_episodes": args.eval_episodes,
+        "overrides": overrides,
+        "tasks": list(data.task_names),
+        "logger": args.logger,
+        "model": MODEL_FILE,
+        "status": "running",
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        "finished": None,
+        "command": ["harmodt", *sys.argv[1:]] if args.argv is None else args.argv,
+        "harmodt_version": harmodt_algo.__version__,
+    }
+    _write_json(run_dir / RUN_FILE, run_info)
+
+    show = not args.no_progress
+    out.print(
+        f"training {preset} on {args.dataset} ({data.num_tasks} tasks): {steps} "
+        f"steps, {n_epochs} epoch(s) of {eval_every}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
+
+    history: list[dict[str, Any]] = []
+
+    def evaluate_epoch(trained: HarmoDT) -> dict[str, float]:
+        """fit's evaluator: runs at every epoch end, after the epoch's progress
+        bar closed; fit logs the returned metrics through d3rlpy's logger."""
+        assert evaluator is not None
+        epoch = len(history) + 1
+        step = min(epoch * eval_every, steps)
+        result = run_evaluation(
+            evaluator,
+            trained,
+            progress=show,
+            horizon=horizon,
+            description=f"evaluating epoch {epoch}/{n_epochs}",
+        )
+        metrics = result.metrics()
+        history.append({"epoch": epoch, "step": step, **metrics})
+        out.print(
+            f"epoch {epoch}/{n_epochs} (step {step}): success "
+            f"{100 * result.success_mean:.1f}%, return {result.return_mean:.1f} "
+            f"({len(result.tasks)} tasks × {result.n_episodes} episodes, "
+            f"{result.elapsed_s:.1f} s)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return metrics
+
+    model_path = run_dir / MODEL_FILE
+    status = "failed"
+    try:
+        algo.fit(
+            data,
+            n_steps=steps,
+            n_steps_per_epoch=eval_every,
+            experiment_name=run_dir.name,
+            with_timestamp=False,
+            logger_adapter=factory,
+            show_progress=show,
+            evaluators={"multitask": evaluate_epoch} if evaluator else None,
+        )
+        algo.save(str(model_path))
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if evaluator is not None:
+            evaluator.close()
+        run_info["status"] = status
+        run_info["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
+        if status != "finished":
+            _write_json(run_dir / RUN_FILE, run_info)
+
+    final = evaluator.last_result if evaluator is not None else None
+    run_info["grad_steps"] = algo.grad_step
+    if final is not None:
+        run_info["final"] = {
+            "step": history[-1]["step"] if history else steps,
+            "success_mean": final.success_mean,
+            "return_mean": final.return_mean,
+            "tasks": {
+                r.task: {"success_rate": r.success_rate, "mean_return": r.mean_return}
+                for r in final.tasks
+            },
+        }
+    _write_json(run_dir / RUN_FILE, run_info)
+
+    plots: list[Path] = []
+    plot_note = ""
+    if args.no_plots:
+        plot_note = "skipped (--no-plots)"
+    elif args.logger in ("file", "both"):
+        from .plots import PlotsUnavailable, plot_run
+
+        try:
+            plots = plot_run(run_dir)
+        except PlotsUnavailable as exc:
+            plot_note = str(exc)
+        except (OSError, ValueError) as exc:
+            plot_note = f"not drawn ({exc})"
+    else:
+        plot_note = "none (plots are drawn from the file logger's CSVs)"
+
+    if final is not None:
+        out.print(final.table(title=f"{run_dir.name}: step {algo.grad_step}"))
+    else:
+        out.print(
+            f"not evaluated (--eval-episodes 0); run: harmodt evaluate {model_path}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    out.print(f"model: {model_path}", highlight=False, soft_wrap=True)
+    out.print(f"run info: {run_dir / RUN_FILE}", highlight=False, soft_wrap=True)
+    if args.logger in ("file", "both"):
+        out.print(f"logs: {run_dir}", highlight=False, soft_wrap=True)
+    if args.logger in ("tensorboard", "both"):
+        out.print(
+            f"tensorboard: tensorboard --logdir {run_dir / 'tensorboard'}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if plots:
+        out.print(
+            "plots: " + ", ".join(str(p) for p in plots),
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        out.print(f"plots: {plot_note}", highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- #
+# evaluate
+# --------------------------------------------------------------------------- #
+
+
+def _cmd_evaluate(args: argparse.Namespace, out: Console) -> int:
+    from dataset_recipes import schema
+
+    _positive("--episodes", args.episodes)
+    _positive("--workers", args.workers, allow_zero=True)
+    _positive("--max-steps", args.max_steps)
+    model_path = Path(args.model)
+    algo = load_model(model_path, args.device)
+    run = _read_run_file(model_path)
+    dataset_id = args.dataset or run.get("dataset_id")
+    if not dataset_id:
+        raise CliError(
+            f"no --dataset given and no {RUN_FILE} with a dataset id next to "
+            f"{str(model_path)!r}; pass --dataset <recipe dataset id with the "
+            "model's tasks>"
+        )
+    minari_dataset = load_minari(str(dataset_id))
+    suite = [
+        str(t) for t in minari_dataset.storage.metadata.get(schema.METADATA_TASKS, [])
+    ]
+    if not suite:
+        raise CliError(
+            f"dataset {dataset_id!r} is not a harmodt-recipes dataset (no task list "
+            "in its metadata): it cannot rebuild evaluation environments"
+        )
+    tasks = list(algo.task_names)
+    if args.tasks:
+        chosen = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        unknown = [t for t in chosen if t not in tasks]
+        if unknown:
+            raise CliError(
+                f"--tasks: the model has no task(s) {unknown}; its tasks: "
+                f"{', '.join(tasks)}"
+            )
+        tasks = chosen
+    missing = [t for t in tasks if t not in suite]
+    if missing:
+        raise CliError(
+            f"dataset {dataset_id!r} has no environments for the model's task(s) "
+            f"{missing}; its tasks: {', '.join(suite)}"
+        )
+
+    from .evaluation import MultiTaskEvaluator
+
+    with MultiTaskEvaluator(
+        minari_dataset,
+        tasks=tasks,
+        n_episodes=args.episodes,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        target_returns=args.target_return,
+        workers=args.workers,
+    ) as evaluator:
+        targets = evaluator.target_returns()
+        result = run_evaluation(
+            evaluator,
+            algo,
+            progress=not args.no_progress,
+            horizon=_episode_limit(minari_dataset),
+            description=f"evaluating {len(tasks)} tasks",
+        )
+
+    if args.json:
+        payload = {
+            "model": str(model_path),
+            "dataset_id": dataset_id,
+            "grad_steps": algo.grad_step,
+            "target_returns": targets,
+            **result.to_dict(),
+        }
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return EXIT_OK
+    shown = Path(model_path.parent.name) / model_path.name
+    title = (
+        f"{shown} (step {algo.grad_step}): {len(result.tasks)} tasks × "
+        f"{result.n_episodes} episodes, seed {result.seed}"
+    )
+    out.print(result.table(title=title))
+    out.print(
+        f"mean over tasks: success {100 * result.success_mean:.1f}%, return "
+        f"{result.return_mean:.1f}  ({result.env_steps} env steps in "
+        f"{result.elapsed_s:.1f} s; dataset {dataset_id})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- #
+# info
+# --------------------------------------------------------------------------- #
+
+
+def describe_model(
+    algo: HarmoDT, run: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything ``harmodt info`` shows, as JSON-able data."""
+    from . import masks as mask_ops
+
+    impl = algo.impl
+    assert impl is not None  # load_learnable always builds the model
+    cfg = algo.config
+    tasks = list(algo.task_names)
+    flat = impl.flat_masks()  # (T, N) bool
+    densities = mask_ops.task_densities(flat)  # (T,)
+    overlap = mask_ops.mask_overlap(flat)  # (T, T)
+    transformer = impl.modules.transformer
+    total = sum(p.numel() for p in transformer.parameters())
+    masked = int(flat.shape[1])
+    active = flat.sum(dim=1).tolist()  # (T,)
+    t = len(tasks)
+    pairs = [float(overlap[i, j]) for i in range(t) for j in range(i + 1, t)]
+    run = run or {}
+    preset = run.get("preset")
+    preset_source = "run.json"
+    if not preset:
+        preset, preset_source = infer_preset(cfg), "inferred from the config"
+    return {
+        "tasks": tasks,
+        "num_tasks": t,
+        "preset": preset,
+        "preset_source": preset_source if preset else None,
+        "dataset_id": run.get("dataset_id"),
+        "grad_steps": algo.grad_step,
+        "config": {k: getattr(cfg, k) for k in SUMMARY_KEYS},
+        "parameters": {
+            "total": int(total),
+            "masked": masked,
+            "active_per_task": {n: int(a) for n, a in zip(tasks, active, strict=True)},
+        },
+        "mask_density": {n: float(d) for n, d in zip(tasks, densities, strict=True)},
+        "mask_overlap": {
+            "mean": float(sum(pairs) / len(pairs)) if pairs else None,
+            "min": min(pairs) if pairs else None,
+            "max": max(pairs) if pairs else None,
+            "matrix": [[float(v) for v in row] for row in overlap.tolist()],
+        },
+    }
+
+
+def _cmd_info(args: argparse.Namespace, out: Console) -> int:
+    model_path = Path(args.model)
+    algo = load_model(model_path)
+    info = describe_model(algo, _read_run_file(model_path))
+    if args.json:
+        sys.stdout.write(
+            json.dumps({"model": str(model_path), **info}, indent=2) + "\n"
+        )
+        return EXIT_OK
+
+    preset = info["preset"] or "custom"
+    source = f" ({info['preset_source']})" if info["preset_source"] else ""
+    params = info["parameters"]
+    head = Table(title=str(model_path), show_header=False)
+    head.add_column("key", style="bold")
+    head.add_column("value")
+    head.add_row("tasks", f"{info['num_tasks']}: {', '.join(info['tasks'])}")
+    head.add_row("preset", f"{preset}{source}")
+    if info["dataset_id"]:
+        head.add_row("dataset", str(info["dataset_id"]))
+    head.add_row("grad steps", f"{info['grad_steps']:,}")
+    head.add_row(
+        "parameters",
+        f"{params['total']:,} in the transformer ({params['masked']:,} under masks)",
+    )
+    cfg = info["config"]
+    head.add_row(
+        "architecture",
+        f"embed {cfg['embed_size']}, layers {cfg['num_layers']}, "
+        f"heads {cfg['num_heads']}, ff {cfg['ff_size'] or 4 * cfg['embed_size']}, "
+        f"context {cfg['context_size']}, max_timestep {cfg['max_timestep']}, "
+        f"prompt {cfg['prompt_length']}",
+    )
+    head.add_row(
+        "masks",
+        f"init {cfg['mask_init']}, sparsity {cfg['sparsity']}, interval "
+        f"{cfg['mask_interval']}, change {cfg['change_fraction']} "
+        f"({cfg['change_schedule']}), importance {cfg['importance']}, "
+        f"gamma {cfg['harmony_gamma']}",
+    )
+    head.add_row(
+        "training",
+        f"batch {cfg['batch_size']}, lr {cfg['learning_rate']}, "
+        f"schedule {cfg['task_schedule']}, seed {cfg['seed']}",
+    )
+    out.print(head)
+
+    tasks = info["tasks"]
+    density = Table(title="per-task masks")
+    density.add_column("#", justify="right")
+    density.add_column("task")
+    density.add_column("density", justify="right")
+    density.add_column("active params", justify="right")
+    for i, task in enumerate(tasks):
+        density.add_row(
+            str(i),
+            task,
+            f"{info['mask_density'][task]:.3f}",
+            f"{params['active_per_task'][task]:,}",
+        )
+    out.print(density)
+
+    ov = info["mask_overlap"]
+    if ov["mean"] is None:
+        out.print("mask overlap (Jaccard): n/a (one task)", highlight=False)
+    else:
+        out.print(
+            f"mask overlap (Jaccard) between task pairs: mean {ov['mean']:.3f}, "
+            f"min {ov['min']:.3f}, max {ov['max']:.3f}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if len(tasks) <= 10:
+            matrix = Table(title="pairwise mask overlap (Jaccard)")
+            matrix.add_column("#", justify="right")
+            for i in range(len(tasks)):
+                matrix.add_column(str(i), justify="right")
+            for i, row in enumerate(ov["matrix"]):
+                matrix.add_row(str(i), *(f"{v:.2f}" for v in row))
+            out.print(matrix)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- #
+# main
+# --------------------------------------------------------------------------- #
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError):  # str(KeyError) is the repr of its key
+        text = f"missing key {text}"
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    args = _build_parser().parse_args(argv)
+    args.argv = None if argv is None else ["harmodt", *argv]
+    out = Console()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # signal handlers can only be set there
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with _d3rlpy_logs_to_stderr():
+            if args.command == "train":
+                return _cmd_train(args, out)
+            if args.command == "evaluate":
+                return _cmd_evaluate(args, out)
+            if args.command == "info":
+                return _cmd_info(args, out)
+        raise AssertionError(args.command)  # pragma: no cover
+    except (CliError, ValueError, OSError, pickle.UnpicklingError, EOFError) as exc:
+        # ValueError covers DatasetError and RecipeError; OSError FileNotFoundError
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
