@@ -72,11 +72,18 @@ class _Block(nn.Module):
 
 
 def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``x @ w.T + b`` for shared ``w (out, in)`` or per-sequence ``w (B, out, in)``."""
+    """``x @ w.T + b`` for a shared ``w (out, in)`` or grouped ``w (n, out, in)``.
+
+    Grouped: the leading axis of ``x`` splits into ``n`` equal contiguous groups,
+    group ``i`` using ``w[i]`` (n = B for per-sequence weights, n = U tasks when
+    the batch is sorted into equal task groups): one batched matmul.
+    """
     if w.dim() == 2:
         return F.linear(x, w, b)
-    # (B, S, in) x (B, in, out) + (B, 1, out) -> (B, S, out)
-    return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+    n, out, width = w.shape
+    xg = x.reshape(n, -1, width)  # (n, rows, in)
+    y = torch.baddbmm(b.unsqueeze(1), xg, w.transpose(1, 2))  # (n, rows, out)
+    return y.reshape(*x.shape[:-1], out)
 
 
 def _layer_norm(
@@ -85,8 +92,9 @@ def _layer_norm(
     size = x.shape[-1:]
     if w.dim() == 1:
         return F.layer_norm(x, size, w, b, eps)
-    # per-sequence affine: (B, S, D) * (B, 1, D) + (B, 1, D)
-    return F.layer_norm(x, size, None, None, eps) * w.unsqueeze(1) + b.unsqueeze(1)
+    # grouped affine, as in _linear: (n, rows, D) * (n, 1, D) + (n, 1, D)
+    y = F.layer_norm(x, size, None, None, eps).reshape(w.shape[0], -1, size[0])
+    return (y * w.unsqueeze(1) + b.unsqueeze(1)).reshape(x.shape)
 
 
 class TaskMasks(nn.Module):
@@ -187,22 +195,26 @@ class BatchWeights:
     ``unique`` (U,) are the distinct task ids, ``inverse`` (B,) maps each
     sequence to its row of ``unique``. With ``shared`` the tensors are
     param-shaped and serve every row (one task, or dense masks: the cost of an
-    unmasked step); otherwise they are ``(U, *shape)``.
+    unmasked step); otherwise they are ``(U, *shape)``. ``grouped`` means the
+    sequences are sorted by task in equal-sized groups, so layers use the U
+    task weights directly instead of gathering a copy per sequence.
     """
 
     tensors: Mapping[str, torch.Tensor]
     unique: torch.Tensor  # (U,)
     inverse: torch.Tensor  # (B,)
     shared: bool
+    grouped: bool = False
 
     def for_tasks(self, name: str) -> torch.Tensor:
         """Weights per distinct task: param-shaped if shared, else (U, *shape)."""
         return self.tensors[name]
 
     def for_sequences(self, name: str) -> torch.Tensor:
-        """Weights per sequence: param-shaped if shared, else (B, *shape)."""
+        """Weights for the sequence stream: param-shaped if shared, (U, *shape)
+        if grouped (group i = task i), else per sequence (B, *shape)."""
         w = self.tensors[name]
-        return w if self.shared else w[self.inverse]
+        return w if self.shared or self.grouped else w[self.inverse]
 
 
 def effective_weights(
@@ -213,8 +225,8 @@ def effective_weights(
     """θ ⊙ M_t for the tasks of a batch (``masks=None``: dense, θ itself).
 
     One task in the batch → param-shaped tensors; several → ``(U, *shape)``
-    per distinct task, gathered per sequence only inside the layers (one
-    batched matmul per layer, no Python loop over tasks).
+    per distinct task, applied with one batched matmul per layer (grouped when
+    the batch is sorted into equal task groups), never a Python loop over tasks.
     """
     unique, inverse = torch.unique(task_ids, return_inverse=True)  # (U,), (B,)
     if masks is None:
@@ -227,7 +239,11 @@ def effective_weights(
         name: params[name].unsqueeze(0) * masks.get(name)[unique]  # (U, *shape)
         for name in masks.names
     }
-    return BatchWeights(tensors, unique, inverse, shared=False)
+    counts = torch.bincount(inverse, minlength=unique.numel())  # (U,)
+    grouped = bool((counts == counts[0]).all()) and bool(
+        (inverse[1:] >= inverse[:-1]).all()
+    )
+    return BatchWeights(tensors, unique, inverse, shared=False, grouped=grouped)
 
 
 class MaskedDecisionTransformer(nn.Module):

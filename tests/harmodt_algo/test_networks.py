@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -214,3 +216,23 @@ def test_bad_architecture_is_named() -> None:
         MaskedDecisionTransformer(OBS, ACT, 30, 1, 4, 64, L, 100, 0, 0, 0, 0, "relu")
     with pytest.raises(ValueError, match="activation"):
         MaskedDecisionTransformer(OBS, ACT, 32, 1, 2, 64, L, 100, 0, 0, 0, 0, "nope")
+
+
+def test_grouped_layout_matches_gathered_layout() -> None:
+    net, masks, prompts = build()
+    x = inputs()
+    sorted_ids = torch.tensor([0, 0, 1, 1, 2, 2])  # equal, contiguous groups
+    w = effective_weights(net.masked_parameters(), masks, sorted_ids)
+    assert w.grouped and not w.shared
+    with torch.no_grad():
+        fast = net(**x, weights=w, prompts=prompts)
+        gathered = dataclasses.replace(w, grouped=False)
+        slow = net(**x, weights=gathered, prompts=prompts)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    unequal = effective_weights(
+        net.masked_parameters(), masks, torch.tensor([0, 0, 0, 1, 1, 2])
+    )
+    unsorted = effective_weights(
+        net.masked_parameters(), masks, torch.tensor([0, 1, 0, 1, 2, 2])
+    )
+    assert not unequal.grouped and not unsorted.grouped
