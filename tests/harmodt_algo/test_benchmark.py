@@ -1,0 +1,366 @@
+"""Tests of the benchmark harness (``harmodt_algo.benchmark``) on a tiny matrix.
+
+One module-scoped matrix (MTDT preset and MTBC, seed 0, 4 gradient steps, one
+evaluation episode per task) on a 2-task recipe dataset of 2 expert episodes
+x 40 steps that the harness itself builds (``task+task:quality``) inside a
+temporary Minari store. Every test checks plumbing, not learning.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import runpy
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import harmodt_algo  # noqa: F401  (before d3rlpy use)
+from harmodt_algo import benchmark
+from harmodt_algo.benchmark import (
+    BenchmarkError,
+    BenchmarkSettings,
+    MatrixSummary,
+    cell_path,
+    check_methods,
+    parse_dataset,
+    report,
+    run_matrix,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = "reach-v3+button-press-topdown-v3"
+DATASET = f"{TASKS}:expert"
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "mtdt": {
+        "embed_size": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "context_size": 5,
+        "batch_size": 8,
+        "max_timestep": 100,
+    },
+    "mtbc": {"hidden_units": [32], "batch_size": 16},
+    "mtdt-d3rlpy": {
+        "hidden_units": [16],
+        "num_heads": 2,
+        "num_layers": 1,
+        "context_size": 5,
+        "batch_size": 8,
+        "max_timestep": 100,
+    },
+}
+SETTINGS = BenchmarkSettings(steps=4, eval_episodes=1, overrides=OVERRIDES)
+BUILD: dict[str, Any] = {"episodes_per_task": 2, "max_episode_steps": 40}
+CELL_KEYS = {
+    "schema",
+    "dataset_id",
+    "method",
+    "seed",
+    "budget",
+    "steps",
+    "param_count",
+    "train_time_s",
+    "eval_time_s",
+    "success_mean",
+    "return_mean",
+    "success",
+    "return",
+    "evaluation",
+    "dataset",
+    "config",
+    "versions",
+}
+
+
+@dataclass
+class Matrix:
+    store: Path
+    out: Path
+    dataset_id: str
+    summary: MatrixSummary
+    log: list[str]
+
+    def cell(self, method: str, seed: int = 0) -> Path:
+        return cell_path(self.out, self.dataset_id, method, seed)
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
+    store = tmp_path_factory.mktemp("minari")
+    out = tmp_path_factory.mktemp("results")
+    log: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(store))
+        summary = run_matrix(
+            "mtdt,mtbc", [DATASET], [0], out, SETTINGS, log=log.append, **BUILD
+        )
+    yield Matrix(store, out, parse_dataset(DATASET).dataset_id, summary, log)
+
+
+@pytest.fixture
+def store(matrix: Matrix, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(matrix.store))
+    return matrix.store
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+# --------------------------------------------------------------------- cells
+
+
+def test_matrix_builds_the_dataset_and_writes_complete_cells(matrix: Matrix) -> None:
+    assert matrix.summary.ok and not matrix.summary.skipped
+    assert any("building" in line for line in matrix.log)
+    assert matrix.dataset_id.startswith("metaworld-v3/custom-")
+    assert sorted(matrix.summary.ran) == sorted(
+        [matrix.cell("mtdt"), matrix.cell("mtbc")]
+    )
+    for method, kind in (("mtdt", "harmodt"), ("mtbc", "d3rlpy")):
+        cell = _load(matrix.cell(method))
+        assert CELL_KEYS <= set(cell), CELL_KEYS - set(cell)
+        assert (cell["method"], cell["kind"], cell["seed"]) == (method, kind, 0)
+        assert cell["steps"] == 4 and cell["budget"]["steps"] == 4
+        assert set(cell["success"]) == {"reach-v3", "button-press-topdown-v3"}
+        assert set(cell["return"]) == set(cell["success"])
+        assert 0.0 <= cell["success_mean"] <= 1.0
+        assert cell["train_time_s"] > 0 and cell["eval_time_s"] > 0
+        assert cell["param_count"] > 0
+        assert cell["evaluation"]["n_episodes"] == 1
+        assert cell["dataset"]["episodes_per_task"] == 2
+        assert cell["budget"]["overrides"] == json.loads(json.dumps(OVERRIDES[method]))
+    # HarmoDT's seed config follows the cell seed; sizes follow the overrides
+    mtdt = _load(matrix.cell("mtdt"))
+    assert mtdt["config"]["params"]["seed"] == 0
+    assert mtdt["config"]["params"]["embed_size"] == 32
+    assert mtdt["target_returns"] is not None
+    # no temp files left next to the cells
+    assert not list(matrix.out.rglob("*.tmp"))
+
+
+def test_resume_skips_finished_cells_and_recomputes_deleted_ones(
+    matrix: Matrix, store: Path
+) -> None:
+    kept, deleted = matrix.cell("mtdt"), matrix.cell("mtbc")
+    before = kept.stat().st_mtime_ns
+    content = kept.read_bytes()
+    deleted.unlink()
+    log: list[str] = []
+    summary = run_matrix(
+        ["mtdt", "mtbc"], [DATASET], [0], matrix.out, SETTINGS, log=log.append, **BUILD
+    )
+    assert summary.skipped == [kept]
+    assert summary.ran == [deleted]
+    assert kept.stat().st_mtime_ns == before and kept.read_bytes() == content
+    assert deleted.exists() and _load(deleted)["method"] == "mtbc"
+    assert any("skip" in line and "mtdt" in line for line in log)
+    assert not any("building" in line for line in log)  # the dataset exists
+
+
+def test_finished_cell_with_another_budget_is_an_error(
+    matrix: Matrix, store: Path
+) -> None:
+    before = matrix.cell("mtdt").stat().st_mtime_ns
+    other = BenchmarkSettings(steps=5, eval_episodes=1, overrides=OVERRIDES)
+    with pytest.raises(BenchmarkError, match="different budget.*--overwrite"):
+        run_matrix("mtdt", [DATASET], [0], matrix.out, other, log=lambda _: None)
+    assert matrix.cell("mtdt").stat().st_mtime_ns == before
+
+
+def test_same_seed_same_cell(matrix: Matrix, store: Path) -> None:
+    import minari
+
+    from harmodt_algo import as_multitask_dataset
+
+    spec = parse_dataset(DATASET)
+    dataset = minari.load_dataset(spec.dataset_id)
+    data = as_multitask_dataset(dataset)
+    runs = [
+        benchmark.run_cell("mtbc", spec, dataset, data, 3, SETTINGS)[0]
+        for _ in range(2)
+    ]
+    assert runs[0]["final_metrics"]["loss"] == runs[1]["final_metrics"]["loss"]
+    assert runs[0]["return"] == runs[1]["return"]
+
+
+# -------------------------------------------------------------------- report
+
+
+def test_report_writes_table_csv_and_plots(matrix: Matrix, tmp_path: Path) -> None:
+    paths = report(matrix.out, tmp_path / "docs")
+    names = sorted(p.name for p in paths)
+    slug = matrix.dataset_id.replace("/", "__")
+    assert names == sorted(
+        [
+            "benchmark.md",
+            "cells.csv",
+            "tasks.csv",
+            "success.png",
+            f"task_success_{slug}.png",
+        ]
+    )
+    table = (tmp_path / "docs" / "benchmark.md").read_text()
+    group = matrix.dataset_id.split("/")[1]
+    header = next(line for line in table.splitlines() if line.startswith("| method"))
+    assert f"| {group} expert |" in header and "time / cell" in header
+    rows = [line for line in table.splitlines() if line.startswith("| MT")]
+    assert any(r.startswith("| MTDT |") for r in rows)
+    assert any(r.startswith("| MTBC |") for r in rows)
+    with (tmp_path / "docs" / "cells.csv").open() as fh:
+        cells = list(csv.DictReader(fh))
+    assert sorted(c["method"] for c in cells) == ["mtbc", "mtdt"]
+    assert all(0.0 <= float(c["success_mean"]) <= 1.0 for c in cells)
+    with (tmp_path / "docs" / "tasks.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 4  # 2 cells x 2 tasks
+    for path in paths:
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert path.stat().st_size > 2000
+
+
+def test_report_of_an_empty_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(BenchmarkError, match="no finished cells"):
+        report(tmp_path, tmp_path / "docs")
+
+
+# ----------------------------------------------------------------------- CLI
+
+
+def test_cli_runs_a_transformer_baseline_resumes_and_reports(
+    matrix: Matrix,
+    store: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = [
+        "run",
+        "--methods",
+        "mtdt-d3rlpy",
+        "--datasets",
+        matrix.dataset_id,
+        "--seeds",
+        "1",
+        "--steps",
+        "4",
+        "--eval-episodes",
+        "1",
+        "--out",
+        str(tmp_path / "results"),
+    ]
+    args += [
+        f"--set=mtdt-d3rlpy.{key}={json.dumps(value)}"
+        for key, value in OVERRIDES["mtdt-d3rlpy"].items()
+    ]
+    assert benchmark.main(args) == 0
+    cell = cell_path(tmp_path / "results", matrix.dataset_id, "mtdt-d3rlpy", 1)
+    record = _load(cell)
+    assert record["algorithm"] == "DecisionTransformer"
+    assert record["config"]["params"]["context_size"] == 5
+    assert set(record["target_returns"]) == set(record["success"])
+
+    assert benchmark.main(args) == 0  # resumed: nothing to do
+    assert "skip" in capsys.readouterr().out
+
+    docs = tmp_path / "docs"
+    code = benchmark.main(["report", str(tmp_path / "results"), "--out", str(docs)])
+    assert code == 0
+    assert "MTDT (d3rlpy)" in (docs / "benchmark.md").read_text()
+
+
+def test_list_and_the_committed_matrix_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert benchmark.main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(method in listed for method in benchmark.METHODS)
+
+    example = runpy.run_path(str(ROOT / "examples" / "benchmark_matrix.py"))
+    lines = example["commands"]()
+    assert len(lines) == 5 and lines[-1].split()[3] == "report"
+    datasets = set()
+    for line in lines[:-1]:
+        argv = shlex.split(line)[3:]
+        args = benchmark.build_parser().parse_args(argv)
+        assert check_methods(args.methods) == list(benchmark.METHODS)
+        assert args.steps == example["STEPS"] and args.threads == 1
+        datasets.add(parse_dataset(args.datasets).dataset_id)
+    assert datasets == {
+        f"metaworld-v3/{suite}/{quality}-v0"
+        for suite in ("mt5", "mt10")
+        for quality in ("near-optimal", "sub-optimal")
+    }
+
+
+# ----------------------------------------------------------------- bad input
+
+
+def test_unknown_method_lists_the_valid_ones(
+    minari_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(BenchmarkError) as info:
+        check_methods("mtbc,mtsac")
+    message = str(info.value)
+    assert "'mtsac'" in message
+    for name in ("harmodt-f", "prompt-dt", "mtiql", "mtdt-d3rlpy", "mttd3bc"):
+        assert name in message
+    assert check_methods("MTBC, mtdt,mtbc") == ["mtbc", "mtdt"]
+    assert len(check_methods("all")) == len(benchmark.METHODS) == 10
+
+    code = benchmark.main(
+        ["run", "--methods", "mtsac", "--datasets", "MT5:expert", "--steps", "1"]
+    )
+    assert code == 2
+    assert "valid methods" in capsys.readouterr().err
+
+
+def test_unknown_dataset_says_how_to_build_it(
+    minari_path: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(BenchmarkError) as info:
+        run_matrix(
+            "mtbc",
+            ["metaworld-v3/mt5/near-optimal-v0"],
+            [0],
+            tmp_path,
+            SETTINGS,
+            log=lambda _: None,
+        )
+    message = str(info.value)
+    assert "no local dataset 'metaworld-v3/mt5/near-optimal-v0'" in message
+    assert "harmodt-recipes metaworld --suite MT5 --quality near-optimal" in message
+    assert "--build-missing" in message
+    assert not list(tmp_path.rglob("*.json"))
+
+    with pytest.raises(BenchmarkError, match="MT5:near-optimal"):
+        run_matrix("mtbc", ["someone/else-v0"], [0], tmp_path, SETTINGS)
+    with pytest.raises(BenchmarkError, match="SUITE:quality"):
+        parse_dataset("mt5-near")
+    with pytest.raises(BenchmarkError, match="quality"):
+        parse_dataset("MT5:great")
+
+
+def test_bad_options_fail_before_any_work(minari_path: Path, tmp_path: Path) -> None:
+    bad = BenchmarkSettings(steps=1, overrides={"mtbc": {"embed_size": 3}})
+    with pytest.raises(BenchmarkError, match="mtbc: bad option.*batch_size"):
+        run_matrix("mtbc", ["MT5:expert"], [0], tmp_path / "out", bad)
+    reserved = BenchmarkSettings(steps=1, overrides={"mtdt": {"seed": 3}})
+    with pytest.raises(BenchmarkError, match="--seeds"):
+        reserved.validate()
+    with pytest.raises(BenchmarkError, match="steps must be a positive int"):
+        BenchmarkSettings(steps=0).validate()
+    with pytest.raises(BenchmarkError, match="cpu or cuda"):
+        BenchmarkSettings(steps=1, device="tpu").validate()
+    with pytest.raises(BenchmarkError, match="no selected method has"):
+        benchmark.parse_overrides(["embed_size=3"], ["mtbc"])
+    assert benchmark.parse_overrides(["batch_size=3"], ["mtbc", "mtdt"]) == {
+        "mtbc": {"batch_size": 3},
+        "mtdt": {"batch_size": 3},
+    }
+    assert not (tmp_path / "out").exists()
