@@ -10,7 +10,7 @@ Sized to finish within ~15 minutes on a 2-core CPU. Same as running:
 
     harmodt-recipes metaworld --suite MT5 --quality near-optimal --episodes-per-task 20
     harmodt train --dataset metaworld-v3/mt5/near-optimal-v0 --preset harmodt-f \\
-        --steps 3000 --eval-every 1500 --eval-episodes 10 --logdir runs --name demo
+        --steps 3000 --eval-every 1000 --eval-episodes 10 --logdir runs --name demo
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes-per-task", type=int, default=20)
     parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--eval-every", type=int, default=1500)
+    parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--logdir", default="runs")
     args = parser.parse_args()

@@ -129,22 +129,31 @@ def harmodt_batch_actions(
     """HarmoDT's action for the last position of each sequence: (B, A), scaled.
 
     The only place that touches the Impl's internals: one forward pass for a
-    mixed-task batch. Also returns the batch's block weights
-    (``impl._weights(task_ids)``), so a caller may pass them back while the
-    batch's task ids do not change (the model does not change during an
-    evaluation).
+    mixed-task batch. Also returns the batch's block weights (of the rows
+    sorted by task), so a caller may pass them back while the batch's task ids
+    do not change (the model does not change during an evaluation).
     """
     impl = algo.impl
     if impl is None:
         raise RuntimeError("the model is not built yet: fit() or load it first")
     impl.modules.set_eval()
+    # rows sorted by task: equal task groups then run on the per-task weights
+    # directly (grouped layout) instead of a weight copy per row
+    order = torch.argsort(task_ids, stable=True)  # (B,)
     with torch.no_grad():
         if weights is None:
-            weights = impl._weights(task_ids)
+            weights = impl._weights(task_ids[order])
         out = impl._forward(
-            observations, actions, returns_to_go, timesteps, masks, weights
-        )  # (B, L, A)
-    return out[:, -1], weights
+            observations[order],
+            actions[order],
+            returns_to_go[order],
+            timesteps[order],
+            masks[order],
+            weights,
+        )[:, -1]  # (B, A), sorted rows
+    last = torch.empty_like(out)
+    last[order] = out
+    return last, weights
 
 
 class HarmoDTPolicy:
