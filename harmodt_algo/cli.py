@@ -143,13 +143,21 @@ def _build_parser() -> argparse.ArgumentParser:
             "  harmodt train --dataset metaworld-v3/mt5/near-optimal-v0 "
             "--steps 20000 --eval-every 5000\n"
             "  harmodt evaluate runs/<run>/model.d3 --episodes 10\n"
-            "  harmodt info runs/<run>/model.d3\n\n"
+            "  harmodt info runs/<run>/model.d3\n"
+            "  harmodt benchmark run --methods harmodt-f,mtdt,mtbc "
+            "--datasets metaworld-v3/mt5/near-optimal-v0 --seeds 0,1,2\n\n"
             "Run 'harmodt <command> --help' for a command's options."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,evaluate,info}"
+        dest="command", required=True, metavar="{train,evaluate,info,benchmark}"
+    )
+    # parsed by harmodt_algo.benchmark (main() hands it the rest of the line)
+    sub.add_parser(
+        "benchmark",
+        help="compare methods x datasets x seeds (run, report, list)",
+        add_help=False,
     )
     raw = argparse.RawDescriptionHelpFormatter
 
@@ -1052,6 +1060,11 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["benchmark"]:
+        from .benchmark import main as benchmark_main
+
+        return benchmark_main(words[1:], prog=f"{PROG} benchmark")
     args = _build_parser().parse_args(argv)
     args.argv = None if argv is None else ["harmodt", *argv]
     out = Console()

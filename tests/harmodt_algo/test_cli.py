@@ -440,3 +440,19 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.strip().count("\n") == 0 and "--dataset" in err
     code, _, err = run_cli(["train", "--dataset", "x/y-v0", "--steps", "0"], capsys)
     assert_one_line_error(code, err, "--steps must be > 0")
+
+
+def test_benchmark_command_delegates_to_the_harness(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["benchmark", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "harmodt-f" in listed and "mtbc" in listed
+    try:
+        code = main(
+            ["benchmark", "run", "--methods", "nope", "--datasets", "x", "--steps", "1"]
+        )
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code  # type: ignore[assignment]
+    assert code == 2
+    assert "harmodt-f" in capsys.readouterr().err
