@@ -62,7 +62,12 @@ from d3rlpy.optimizers.lr_schedulers import WarmupSchedulerFactory
 from d3rlpy.preprocessing import MultiplyRewardScaler, StandardObservationScaler
 
 from .data import as_multitask_dataset
-from .evaluation import D3rlpyOneHotPolicy, MultiTaskPolicy, one_hot_replay_buffer
+from .evaluation import (
+    D3rlpyOneHotPolicy,
+    EpisodeContexts,
+    MultiTaskPolicy,
+    one_hot_replay_buffer,
+)
 
 __all__ = [
     "BASELINES",
@@ -527,17 +532,14 @@ class D3rlpyTransformerOneHotPolicy:
             if task_names is not None
             else [None] * ids.size
         )
-        n, k = ids.size, self._context
-        self._return_rest = np.array(
-            [self._target(name) for name in names], dtype=np.float64
-        )  # (N,)
-        self._timestep = np.ones(n, np.int64)  # (N,) next timestep, from 1
-        self._obs = np.zeros((n, k, self._obs_size), np.float32)  # (N, K, obs+T)
-        self._act = np.zeros((n, k, self._action_size), np.float32)  # (N, K, A)
-        self._rew = np.zeros((n, k, 1), np.float32)  # (N, K, 1)
-        self._rtg = np.zeros((n, k, 1), np.float32)  # (N, K, 1)
-        self._ts = np.zeros((n, k), np.int64)  # (N, K)
-        self._mask = np.zeros((n, k), np.float32)  # (N, K)
+        self._ctx = EpisodeContexts(
+            np.array([self._target(name) for name in names], dtype=np.float64),
+            self._context,
+            self._obs_size,
+            self._action_size,
+            # d3rlpy's position table has max_timestep rows: stop one short
+            self._max_timestep - 1,
+        )
 
     def act(
         self,
@@ -560,33 +562,13 @@ class D3rlpyTransformerOneHotPolicy:
             return out
         reward = np.asarray(rewards, dtype=np.float64).reshape(-1)[idx]
         sel: slice | I64 = slice(None) if idx.size == n else idx
-        for window in (
-            self._obs,
-            self._act,
-            self._rew,
-            self._rtg,
-            self._ts,
-            self._mask,
-        ):
-            window[sel, :-1] = window[sel, 1:]
-        self._obs[sel, -1] = append_one_hot(
-            obs[idx], self._positions[idx], self._num_tasks
-        )
-        self._act[sel, -1] = 0.0
-        self._rew[sel, -1, 0] = reward
-        self._rtg[sel, -1, 0] = self._return_rest[idx] - reward
-        self._ts[sel, -1] = self._timestep[idx]
-        self._mask[sel, -1] = 1.0
-
+        one_hot = append_one_hot(obs[idx], self._positions[idx], self._num_tasks)
+        self._ctx.push(idx, sel, one_hot, reward)
         if self._batched:
             action = self._predict_batched(sel)
         else:
             action = self._predict_each(idx)
-        self._act[sel, -1] = action
-        self._timestep[idx] = np.minimum(
-            self._timestep[idx] + 1, self._max_timestep - 1
-        )
-        self._return_rest[idx] -= reward
+        self._ctx.record(idx, sel, action, reward)
         out[idx] = action
         return out
 
@@ -594,18 +576,7 @@ class D3rlpyTransformerOneHotPolicy:
         cfg = self._algo.config
         impl = self._algo.impl
         assert impl is not None
-        dev = self._device
-        obs = torch.from_numpy(self._obs[sel]).to(dev)  # (n, K, obs+T)
-        act = torch.from_numpy(self._act[sel]).to(dev)  # (n, K, A)
-        rtg = torch.from_numpy(self._rtg[sel]).to(dev)  # (n, K, 1)
-        ts = torch.from_numpy(self._ts[sel]).to(dev)  # (n, K)
-        mask = torch.from_numpy(self._mask[sel]).to(dev)  # (n, K)
-        if cfg.observation_scaler is not None:
-            obs = cfg.observation_scaler.transform(obs)
-        if cfg.action_scaler is not None:
-            act = cfg.action_scaler.transform(act)
-        if cfg.reward_scaler is not None:
-            rtg = cfg.reward_scaler.transform(rtg)
+        obs, act, rtg, ts, mask = self._ctx.scaled(sel, cfg, self._device)
         modules: Any = impl.modules
         modules.set_eval()
         with torch.no_grad():
@@ -618,13 +589,14 @@ class D3rlpyTransformerOneHotPolicy:
     def _predict_each(self, idx: I64) -> F32:
         rows = []
         for i in idx.tolist():
-            length = int(self._mask[i].sum())
+            ctx = self._ctx
+            length = int(ctx.mask[i].sum())
             inpt = TransformerInput(
-                observations=self._obs[i, -length:],
-                actions=self._act[i, -length:],
-                rewards=self._rew[i, -length:],
-                returns_to_go=self._rtg[i, -length:],
-                timesteps=self._ts[i, -length:],
+                observations=ctx.obs[i, -length:],
+                actions=ctx.act[i, -length:],
+                rewards=ctx.rew[i, -length:],
+                returns_to_go=ctx.rtg[i, -length:],
+                timesteps=ctx.ts[i, -length:],
             )
             rows.append(np.asarray(self._algo.predict(inpt), np.float32))
         return np.stack(rows).reshape(len(rows), self._action_size)

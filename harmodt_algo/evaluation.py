@@ -156,6 +156,74 @@ def harmodt_batch_actions(
     return last, weights
 
 
+class EpisodeContexts:
+    """Per-episode sliding windows of a Decision Transformer, N at once.
+
+    Mirrors d3rlpy's ``StatefulTransformerWrapper`` for every episode: the
+    return-to-go starts at the target and drops by each reward, timesteps start
+    at 1 and stop at ``timestep_cap``, the current step's action slot is zeros,
+    short windows are left-padded with zeros and mask 0. Shared by the HarmoDT
+    and d3rlpy-transformer adapters so both keep exactly the same semantics.
+    """
+
+    def __init__(
+        self,
+        targets: F64,  # (N,) initial returns-to-go
+        context: int,
+        observation_size: int,
+        action_size: int,
+        timestep_cap: int,
+    ):
+        n, k = targets.size, context
+        self.return_rest = targets.astype(np.float64)  # (N,)
+        self.timestep = np.ones(n, np.int64)  # (N,) next timestep, from 1
+        self.timestep_cap = timestep_cap
+        self.obs = np.zeros((n, k, observation_size), np.float32)  # (N, K, obs)
+        self.act = np.zeros((n, k, action_size), np.float32)  # (N, K, A)
+        self.rew = np.zeros((n, k, 1), np.float32)  # (N, K, 1)
+        self.rtg = np.zeros((n, k, 1), np.float32)  # (N, K, 1)
+        self.ts = np.zeros((n, k), np.int64)  # (N, K)
+        self.mask = np.zeros((n, k), np.float32)  # (N, K)
+
+    def push(
+        self, idx: I64, sel: slice | I64, observations: FloatArray, rewards: F64
+    ) -> None:
+        """Slide the ``idx`` windows left and append the new step."""
+        for window in (self.obs, self.act, self.rew, self.rtg, self.ts, self.mask):
+            window[sel, :-1] = window[sel, 1:]
+        self.obs[sel, -1] = observations
+        self.act[sel, -1] = 0.0  # the pad action of the step being predicted
+        self.rew[sel, -1, 0] = rewards
+        self.rtg[sel, -1, 0] = self.return_rest[idx] - rewards
+        self.ts[sel, -1] = self.timestep[idx]
+        self.mask[sel, -1] = 1.0
+
+    def record(self, idx: I64, sel: slice | I64, actions: F32, rewards: F64) -> None:
+        """Store the chosen actions and advance timesteps and returns-to-go."""
+        self.act[sel, -1] = actions
+        self.timestep[idx] = np.minimum(self.timestep[idx] + 1, self.timestep_cap)
+        self.return_rest[idx] -= rewards
+
+    def scaled(
+        self, sel: slice | I64, config: Any, device: str
+    ) -> tuple[torch.Tensor, ...]:
+        """(obs, act, rtg, ts, mask) tensors of the ``sel`` rows, with the
+        config's scalers applied to the whole padded window (as
+        ``TorchTransformerInput.from_numpy``)."""
+        obs = torch.from_numpy(self.obs[sel]).to(device)  # (n, K, obs)
+        act = torch.from_numpy(self.act[sel]).to(device)  # (n, K, A)
+        rtg = torch.from_numpy(self.rtg[sel]).to(device)  # (n, K, 1)
+        ts = torch.from_numpy(self.ts[sel]).to(device)  # (n, K)
+        mask = torch.from_numpy(self.mask[sel]).to(device)  # (n, K)
+        if config.observation_scaler is not None:
+            obs = config.observation_scaler.transform(obs)
+        if config.action_scaler is not None:
+            act = config.action_scaler.transform(act)
+        if config.reward_scaler is not None:
+            rtg = config.reward_scaler.transform(rtg)
+        return obs, act, rtg, ts, mask
+
+
 class HarmoDTPolicy:
     """HarmoDT as a :class:`MultiTaskPolicy`: one forward pass per env step.
 
@@ -216,22 +284,18 @@ class HarmoDTPolicy:
         ids = np.asarray(task_ids, dtype=np.int64).reshape(-1)  # (N,)
         if ids.size and (ids.min() < 0 or ids.max() >= len(names)):
             raise ValueError(f"task ids must be in [0, {len(names)}), got {ids}")
-        n, k = ids.size, self._context
         # model task index of each episode; unknown names raise ValueError
         self._model_ids = np.array(
             [self._algo.task_index(names[i]) for i in ids], dtype=np.int64
         )  # (N,)
         targets = {names[i]: self.target_return(names[i]) for i in set(ids.tolist())}
-        self._return_rest = np.array(
-            [targets[names[i]] for i in ids], dtype=np.float64
-        )  # (N,)
-        self._timestep = np.ones(n, np.int64)  # (N,) next timestep, from 1
-        # left-padded windows, newest step last
-        self._obs = np.zeros((n, k, self._obs_size), np.float32)  # (N, K, obs)
-        self._act = np.zeros((n, k, self._action_size), np.float32)  # (N, K, A)
-        self._rtg = np.zeros((n, k, 1), np.float32)  # (N, K, 1)
-        self._ts = np.zeros((n, k), np.int64)  # (N, K)
-        self._mask = np.zeros((n, k), np.float32)  # (N, K)
+        self._ctx = EpisodeContexts(
+            np.array([targets[names[i]] for i in ids], dtype=np.float64),
+            self._context,
+            self._obs_size,
+            self._action_size,
+            self._max_timestep,
+        )
         # block weights by the task ids of the rows they serve (the model does
         # not change during an evaluation); refreshed when the rows change
         self._weights: dict[bytes, Any] = {}
@@ -257,38 +321,17 @@ class HarmoDTPolicy:
         if not np.all(np.isfinite(obs[idx])):
             raise ValueError("observation contains NaN or inf; check the environment")
         reward = np.asarray(rewards, dtype=np.float64).reshape(-1)[idx]  # (n_active,)
-        everyone = idx.size == n
-        sel: slice | I64 = slice(None) if everyone else idx
-        # slide every window left by one and append the new step
-        for window in (self._obs, self._act, self._rtg, self._ts, self._mask):
-            window[sel, :-1] = window[sel, 1:]
-        self._obs[sel, -1] = obs[idx]
-        self._act[sel, -1] = 0.0  # the pad action of the step being predicted
-        self._rtg[sel, -1, 0] = self._return_rest[idx] - reward
-        self._ts[sel, -1] = self._timestep[idx]
-        self._mask[sel, -1] = 1.0
-
+        sel: slice | I64 = slice(None) if idx.size == n else idx
+        self._ctx.push(idx, sel, obs[idx], reward)
         action = self._predict(idx, sel)  # (n_active, A), unscaled
-        self._act[sel, -1] = action
-        self._timestep[idx] = np.minimum(self._timestep[idx] + 1, self._max_timestep)
-        self._return_rest[idx] -= reward
+        self._ctx.record(idx, sel, action, reward)
         out[idx] = action
         return out
 
     def _predict(self, idx: I64, sel: slice | I64) -> F32:
         cfg = self._algo.config
         dev = self._device
-        obs = torch.from_numpy(self._obs[sel]).to(dev)  # (n, K, obs)
-        act = torch.from_numpy(self._act[sel]).to(dev)  # (n, K, A)
-        rtg = torch.from_numpy(self._rtg[sel]).to(dev)  # (n, K, 1)
-        ts = torch.from_numpy(self._ts[sel]).to(dev)  # (n, K)
-        mask = torch.from_numpy(self._mask[sel]).to(dev)  # (n, K)
-        if cfg.observation_scaler is not None:
-            obs = cfg.observation_scaler.transform(obs)
-        if cfg.action_scaler is not None:
-            act = cfg.action_scaler.transform(act)
-        if cfg.reward_scaler is not None:
-            rtg = cfg.reward_scaler.transform(rtg)
+        obs, act, rtg, ts, mask = self._ctx.scaled(sel, cfg, dev)
         model_ids = self._model_ids[idx]  # (n,)
         if self._per_task:
             groups = [np.flatnonzero(model_ids == t) for t in np.unique(model_ids)]
