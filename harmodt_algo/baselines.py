@@ -66,6 +66,7 @@ from .evaluation import (
     D3rlpyOneHotPolicy,
     EpisodeContexts,
     MultiTaskPolicy,
+    lookup_target_return,
     one_hot_replay_buffer,
 )
 
@@ -510,19 +511,7 @@ class D3rlpyTransformerOneHotPolicy:
         return self._num_tasks
 
     def _target(self, name: str | None) -> float:
-        if isinstance(self._targets, Mapping):
-            if name is None:
-                raise ValueError(
-                    "per-task target returns need task names: call "
-                    "reset(task_ids, task_names)"
-                )
-            if name not in self._targets:
-                raise ValueError(
-                    f"no target return for task {name!r}; given for: "
-                    f"{sorted(self._targets)}"
-                )
-            return float(self._targets[name])
-        return float(self._targets)
+        return lookup_target_return(self._targets, name)
 
     def reset(self, task_ids: I64, task_names: Sequence[str] | None = None) -> None:
         ids = np.asarray(task_ids, dtype=np.int64).reshape(-1)  # (N,)

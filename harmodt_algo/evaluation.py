@@ -156,6 +156,23 @@ def harmodt_batch_actions(
     return last, weights
 
 
+def lookup_target_return(
+    targets: float | Mapping[str, float], task: str | None
+) -> float:
+    """The initial return-to-go of ``task``: one value for all, or per task."""
+    if not isinstance(targets, Mapping):
+        return float(targets)
+    if task is None:
+        raise ValueError(
+            "per-task target returns need task names: call reset(task_ids, task_names)"
+        )
+    if task not in targets:
+        raise ValueError(
+            f"no target return for task {task!r}; given for: {sorted(targets)}"
+        )
+    return float(targets[task])
+
+
 class EpisodeContexts:
     """Per-episode sliding windows of a Decision Transformer, N at once.
 
@@ -270,14 +287,7 @@ class HarmoDTPolicy:
         return self._algo
 
     def target_return(self, task: str) -> float:
-        if isinstance(self._targets, Mapping):
-            if task not in self._targets:
-                raise ValueError(
-                    f"no target return for task {task!r}; given for: "
-                    f"{sorted(self._targets)}"
-                )
-            return float(self._targets[task])
-        return float(self._targets)
+        return lookup_target_return(self._targets, task)
 
     def reset(self, task_ids: I64, task_names: Sequence[str] | None = None) -> None:
         names = list(self._algo.task_names if task_names is None else task_names)
