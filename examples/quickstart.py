@@ -12,10 +12,12 @@ import d3rlpy
 import minari
 import numpy as np
 
-from dataset_recipes import build_metaworld_dataset, make_env
+from dataset_recipes import build_metaworld_dataset, dataset_id, make_env
 
-built = build_metaworld_dataset("MT5", quality="near-optimal", episodes_per_task=10)
-dataset = minari.load_dataset(built.dataset_id)
+ds_id = dataset_id("MT5", "near-optimal")  # metaworld-v3/mt5/near-optimal-v0
+if ds_id not in minari.list_local_datasets():  # reuse it if already built
+    build_metaworld_dataset("MT5", quality="near-optimal", episodes_per_task=10)
+dataset = minari.load_dataset(ds_id)
 algo = harmodt_algo.HarmoDT.from_preset("harmodt-f").fit(dataset, n_steps=1000)
 
 task = "button-press-topdown-v3"

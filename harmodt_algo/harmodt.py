@@ -439,21 +439,24 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         assert self._impl is not None
         cfg = self._config
         rng = np.random.default_rng(_step_seed(cfg.seed, step, 1))
-        index = self._dataset_task_index(dataset)
+        self._check_covers_all_tasks(dataset)
         batches = []
-        for t in range(len(self.task_names)):
-            ds_task = int(np.flatnonzero(index == t)[0]) if (index == t).any() else -1
-            if ds_task < 0:
-                raise ValueError(
-                    f"mask update needs data for every task; the dataset has none "
-                    f"for {self.task_names[t]!r}"
-                )
-            ids = np.full(cfg.mask_batch_size, ds_task)
+        for name in self.task_names:  # model task order
+            ids = np.full(cfg.mask_batch_size, dataset.task_names.index(name))
             batches.append(
                 self._to_torch(dataset.sample_batch(ids, cfg.context_size, rng))
             )
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
         return self._impl.update_masks(batches, self.change_counts(step), generator)
+
+    def _check_covers_all_tasks(self, dataset: MultiTaskDataset) -> None:
+        """Mask updates compare every task's gradient: all need data."""
+        missing = [n for n in self.task_names if n not in dataset.task_names]
+        if missing:
+            raise ValueError(
+                f"mask updates need data for every task of the model; the dataset "
+                f"has none for {missing}. Fit on all tasks, or set mask_interval=0"
+            )
 
     # ------------------------------------------------------------------ fit
     def _dataset_task_index(self, dataset: MultiTaskDataset) -> NDArray:
@@ -545,6 +548,8 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         assert self._impl is not None
         cfg = self._config
         task_index = self._dataset_task_index(data)
+        if cfg.mask_interval > 0 and cfg.uses_masks:
+            self._check_covers_all_tasks(data)  # fail now, not at the first update
         masks_module = self._impl._modules.masks
         start = self.grad_step
         masks_module.schedule_horizon.fill_(start + n_steps)

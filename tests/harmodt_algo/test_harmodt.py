@@ -444,3 +444,16 @@ def test_same_seed_same_training_curve_whatever_the_global_rng() -> None:
     fit(other, data, 1)
     assert other.impl is not None
     assert not torch.equal(other.impl.flat_masks(), algo.impl.flat_masks())  # type: ignore[union-attr]
+
+
+def test_fit_on_a_task_subset_fails_before_training_when_masks_update() -> None:
+    data = synthetic(num_tasks=3)
+    algo = fit(HarmoDT(small()), data, 1)
+    subset = MultiTaskDataset.from_episodes({"task-1": list(data.episodes[1])})
+    step = algo.grad_step
+    with pytest.raises(ValueError, match="task-0.*mask_interval=0"):
+        fit(algo, subset, 4)
+    assert algo.grad_step == step  # nothing trained
+    frozen = fit(HarmoDT(small(mask_interval=0)), data, 1)
+    fit(frozen, subset, 2)  # without mask updates a subset is fine
+    assert frozen.grad_step == 3
