@@ -450,8 +450,8 @@ class MaskedDecisionTransformer(nn.Module):
             hp = _layer_norm(p, wt("ln1.weight"), wt("ln1.bias"), eps)
             qp, kp, vp = self._heads(_linear(hp, wt("qkv.weight"), wt("qkv.bias")))
             attn_p = self._attend(qp, kp, vp, p_bias)  # (U, 3P, E)
-            k = torch.cat([kp[weights.inverse], k], dim=2)  # (B, H, 3P + 3L, E/H)
-            v = torch.cat([vp[weights.inverse], v], dim=2)
+            k = torch.cat([_per_sequence(kp, weights), k], dim=2)  # (B, H, 3P+3L, E/H)
+            v = torch.cat([_per_sequence(vp, weights), v], dim=2)
             p = p + self.resid_drop(_linear(attn_p, wt("proj.weight"), wt("proj.bias")))
             hp = _layer_norm(p, wt("ln2.weight"), wt("ln2.bias"), eps)
             hp = self.activation(_linear(hp, wt("fc1.weight"), wt("fc1.bias")))
@@ -462,6 +462,17 @@ class MaskedDecisionTransformer(nn.Module):
         h = self.activation(_linear(h, ws("fc1.weight"), ws("fc1.bias")))
         x = x + self.resid_drop(_linear(h, ws("fc2.weight"), ws("fc2.bias")))
         return x, p
+
+
+def _per_sequence(x: torch.Tensor, weights: BatchWeights) -> torch.Tensor:
+    """Rows per distinct task (U, ...) → rows per sequence (B, ...).
+
+    One task: a broadcast view (its backward is a sum), not a gather (whose
+    backward is a scatter-add).
+    """
+    if x.shape[0] == 1:
+        return x.expand(weights.inverse.shape[0], *x.shape[1:])
+    return x[weights.inverse]
 
 
 def _additive(allowed: torch.Tensor) -> torch.Tensor:
