@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from . import masks as mask_ops
 from .baselines import (
     BASELINES,
     HIDDEN_UNITS_KEY,
@@ -562,6 +563,30 @@ def _active_parameters(algo: HarmoDT) -> float | None:
     return float(per_task.mean())
 
 
+def _mask_movement(initial: Any, algo: HarmoDT) -> dict[str, Any]:
+    """How far training moved the task masks: per-task drift from the initial
+    masks and the mean pairwise Jaccard overlap between tasks, before and
+    after (1.0 = every task uses the same weights)."""
+    assert algo.impl is not None
+    final = algo.impl.flat_masks()  # (T, N)
+    drift = mask_ops.mask_drift(initial.to(final.device), final)  # (T,)
+
+    def mean_overlap(flat: Any) -> float:
+        overlap = mask_ops.mask_overlap(flat)  # (T, T)
+        t = overlap.shape[0]
+        if t < 2:
+            return 1.0
+        return float((overlap.sum() - overlap.diagonal().sum()) / (t * (t - 1)))
+
+    return {
+        "interval": int(algo.config.mask_interval),
+        "drift_mean": float(drift.mean()),
+        "drift": dict(zip(algo.task_names, drift.tolist(), strict=True)),
+        "overlap_initial": mean_overlap(initial),
+        "overlap_final": mean_overlap(final),
+    }
+
+
 class _CaptureAdapter:
     """A d3rlpy logger adapter that keeps the last epoch's metrics in memory."""
 
@@ -639,8 +664,16 @@ def run_cell(
     d3rlpy.seed(seed)
     t0 = time.perf_counter()
     algo: Any
+    initial_masks: list[Any] = []
     if method in HARMODT_METHODS:
         algo = HarmoDT.from_preset(method, device=device, **{**overrides, "seed": seed})
+
+        def keep_initial_masks(fitted: HarmoDT, epoch: int, step: int) -> None:
+            # called after every step; masks change only at mask_interval steps,
+            # so after step 1 they are still the initial ones (interval > 1)
+            if not initial_masks and fitted.impl is not None:
+                initial_masks.append(fitted.impl.flat_masks().clone())
+
         algo.fit(
             data,
             n_steps=settings.steps,
@@ -649,6 +682,7 @@ def run_cell(
             with_timestamp=False,
             logger_adapter=capture,
             show_progress=False,
+            callback=keep_initial_masks,
         )
     elif method in BASELINE_METHODS:
         algo = make_baseline(method, device=device, **overrides)
@@ -703,6 +737,11 @@ def run_cell(
         "param_count": count_parameters(algo),
         "active_param_count": (
             _active_parameters(algo) if isinstance(algo, HarmoDT) else None
+        ),
+        "masks": (
+            _mask_movement(initial_masks[0], algo)
+            if initial_masks and isinstance(algo, HarmoDT)
+            else None
         ),
         "train_time_s": train_time,
         "eval_time_s": eval_time,
@@ -842,7 +881,8 @@ def run_matrix(
     settings.validate()
     root = Path(out)
 
-    cells = [CellKey(s, m, k) for s in specs for m in names for k in seed_list]
+    # seeds outer: a matrix stopped part-way has every method for its first seeds
+    cells = [CellKey(s, m, k) for s in specs for k in seed_list for m in names]
     finished: dict[CellKey, Path] = {}
     mismatched: list[str] = []
     for cell in cells:

@@ -43,6 +43,7 @@ __all__ = [
     "layer_densities",
     "mask_density",
     "mask_overlap",
+    "mask_drift",
     "pack_masks",
     "sample_masks",
     "task_densities",
@@ -460,6 +461,29 @@ def mask_overlap(masks_flat: torch.Tensor) -> torch.Tensor:
     sizes = m.sum(dim=1)  # (T,)
     union = sizes.unsqueeze(0) + sizes.unsqueeze(1) - inter  # (T, T)
     return torch.where(union > 0, inter / union.clamp(min=1.0), torch.ones_like(inter))
+
+
+def mask_drift(initial_flat: torch.Tensor, final_flat: torch.Tensor) -> torch.Tensor:
+    """Per task, the fraction of its initially active entries that are off at
+    the end: how far training moved the masks (drop-and-grow keeps the
+    density, so as many entries were grown).
+
+    Args:
+        initial_flat: ``(T, N)`` bool, the masks before training.
+        final_flat: ``(T, N)`` bool, the masks after training.
+
+    Returns:
+        ``(T,)`` float64 in [0, 1]; 0 for a task with an empty initial mask.
+    """
+    if initial_flat.shape != final_flat.shape or initial_flat.dim() != 2:
+        raise ValueError(
+            f"expected two (T, N) masks of one shape, got {tuple(initial_flat.shape)} "
+            f"and {tuple(final_flat.shape)}"
+        )
+    dropped = (initial_flat & ~final_flat).sum(dim=1, dtype=torch.float64)  # (T,)
+    active = initial_flat.sum(dim=1, dtype=torch.float64)  # (T,)
+    share = dropped / active.clamp(min=1.0)  # (T,)
+    return torch.where(active > 0, share, torch.zeros_like(active))
 
 
 _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)  # MSB first, like numpy.packbits

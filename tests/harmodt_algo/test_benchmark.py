@@ -288,8 +288,14 @@ def test_list_and_the_committed_matrix_commands(
     for line in lines[:-1]:
         argv = shlex.split(line)[3:]
         args = benchmark.build_parser().parse_args(argv)
-        assert check_methods(args.methods) == list(benchmark.METHODS)
+        assert check_methods(args.methods) == list(example["METHODS"])
+        assert set(example["METHODS"]) >= set(benchmark.HARMODT_METHODS)
         assert args.steps == example["STEPS"] and args.threads == 1
+        # the size options are valid for the selected methods (fails before training)
+        overrides = benchmark.parse_overrides(args.set, check_methods(args.methods))
+        assert overrides["harmodt-f"]["embed_size"] == 64
+        assert overrides["mtdt-d3rlpy"]["hidden_units"] == [64]
+        assert "embed_size" not in overrides.get("mtbc", {})
         datasets.add(parse_dataset(args.datasets).dataset_id)
     assert datasets == {
         f"metaworld-v3/{suite}/{quality}-v0"
