@@ -304,6 +304,29 @@ def test_list_and_the_committed_matrix_commands(
     }
 
 
+def test_harmodt_cells_record_how_far_the_masks_moved(
+    matrix: Matrix, store: Path, tmp_path: Path
+) -> None:
+    # dense MTDT: masks never move and every task uses every weight
+    dense = _load(matrix.cell("mtdt"))["masks"]
+    assert dense["drift_mean"] == 0.0
+    assert dense["overlap_initial"] == dense["overlap_final"] == 1.0
+    # HarmoDT-F rewiring half of each mask at every other step moves them
+    options = {**OVERRIDES["mtdt"], "mask_interval": 2, "change_fraction": 0.5}
+    settings = BenchmarkSettings(
+        steps=4,
+        eval_episodes=1,
+        overrides={"harmodt-f": {**options, "change_schedule": "constant"}},
+    )
+    summary = run_matrix("harmodt-f", [DATASET], [0], tmp_path, settings)
+    assert summary.ok
+    moved = _load(cell_path(tmp_path, matrix.dataset_id, "harmodt-f", 0))["masks"]
+    assert moved["interval"] == 2
+    assert set(moved["drift"]) == {"reach-v3", "button-press-topdown-v3"}
+    assert 0.0 < moved["drift_mean"] <= 1.0
+    assert moved["overlap_final"] < 1.0 and moved["overlap_initial"] < 1.0
+
+
 # ----------------------------------------------------------------- bad input
 
 

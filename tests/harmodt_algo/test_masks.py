@@ -319,6 +319,17 @@ def test_change_count_schedule() -> None:
         M.change_count(1, 0, 0.5, n)
 
 
+def test_mask_drift_counts_dropped_initial_entries() -> None:
+    initial = torch.tensor([[True, True, True, True], [False, False, False, False]])
+    final = torch.tensor([[True, False, True, True], [True, False, False, False]])
+    drift = M.mask_drift(initial, final)
+    assert drift.dtype == torch.float64
+    assert drift.tolist() == [0.25, 0.0]  # a task with no active entry: 0
+    assert M.mask_drift(initial, initial).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="one shape"):
+        M.mask_drift(initial, final[:, :2])
+
+
 def test_mask_overlap_and_density() -> None:
     m = torch.tensor(
         [
