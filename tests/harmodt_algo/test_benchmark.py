@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import harmodt_algo  # noqa: F401  (before d3rlpy use)
-from harmodt_algo import benchmark
+from harmodt_algo import HarmoDTConfig, benchmark
 from harmodt_algo.benchmark import (
     BenchmarkError,
     BenchmarkSettings,
@@ -302,6 +302,25 @@ def test_list_and_the_committed_matrix_commands(
         for suite in ("mt5", "mt10")
         for quality in ("near-optimal", "sub-optimal")
     }
+
+
+def test_the_lever_study_commands_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    levers = runpy.run_path(str(ROOT / "examples" / "benchmark_levers.py"))
+    lines = levers["commands"]()
+    assert len(lines) == len(levers["VARIANTS"])
+    outs = set()
+    for line, options in zip(lines, levers["VARIANTS"].values(), strict=True):
+        args = benchmark.build_parser().parse_args(shlex.split(line)[3:])
+        methods = check_methods(args.methods)
+        overrides = benchmark.parse_overrides(args.set, methods)["harmodt-f"]
+        for option in options:  # each variant sets what it says, at the matrix size
+            key, value = option.split("=", 1)
+            assert overrides[key] == json.loads(value)
+        assert overrides["embed_size"] == 64
+        HarmoDTConfig.from_preset("harmodt-f", **overrides).validate()
+        outs.add(args.out)
+    assert len(outs) == len(lines)  # one results folder per variant
 
 
 def test_harmodt_cells_record_how_far_the_masks_moved(
