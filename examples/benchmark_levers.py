@@ -43,6 +43,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "change_fraction=0.2",
         'task_schedule="mixed"',
     ),
+    # the masks alone carry the task (the release's schedule, no prompt)
+    "no-prompt": ("prompt_length=0",),
 }
 #: the matrix methods shown as references, in table order
 REFERENCES = ("mtdt", "prompt-dt", "harmodt-f")
