@@ -16,6 +16,9 @@ evaluates, and writes ``<out>/<dataset-slug>/<method>/seed<k>.json`` atomically
 (temp file + ``os.replace``) only when complete. A restarted matrix skips the
 finished cells (and says so), so a long CPU matrix can be interrupted at any
 time; a cell made with a different budget is an error, not a silent mix.
+A HarmoDT cell also records how far its masks moved (``masks``: per-task drift
+from the initial masks, mean pairwise overlap before and after), because
+whether the harmony score changes anything is the question a result raises.
 
 :func:`report` turns a results folder into a markdown table in the shape of
 the paper's Table 1 (mean ± std over seeds of the mean success %, one column
