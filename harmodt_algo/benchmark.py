@@ -569,24 +569,17 @@ def _active_parameters(algo: HarmoDT) -> float | None:
 def _mask_movement(initial: Any, algo: HarmoDT) -> dict[str, Any]:
     """How far training moved the task masks: per-task drift from the initial
     masks and the mean pairwise Jaccard overlap between tasks, before and
-    after (1.0 = every task uses the same weights)."""
+    after (1.0 = every task uses the same weights; None for one task)."""
     assert algo.impl is not None
     final = algo.impl.flat_masks()  # (T, N)
     drift = mask_ops.mask_drift(initial.to(final.device), final)  # (T,)
-
-    def mean_overlap(flat: Any) -> float:
-        overlap = mask_ops.mask_overlap(flat)  # (T, T)
-        t = overlap.shape[0]
-        if t < 2:
-            return 1.0
-        return float((overlap.sum() - overlap.diagonal().sum()) / (t * (t - 1)))
 
     return {
         "interval": int(algo.config.mask_interval),
         "drift_mean": float(drift.mean()),
         "drift": dict(zip(algo.task_names, drift.tolist(), strict=True)),
-        "overlap_initial": mean_overlap(initial),
-        "overlap_final": mean_overlap(final),
+        "overlap_initial": mask_ops.mean_mask_overlap(initial),
+        "overlap_final": mask_ops.mean_mask_overlap(final),
     }
 
 

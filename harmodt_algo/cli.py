@@ -951,7 +951,7 @@ def describe_model(
         },
         "mask_density": {n: float(d) for n, d in zip(tasks, densities, strict=True)},
         "mask_overlap": {
-            "mean": float(sum(pairs) / len(pairs)) if pairs else None,
+            "mean": mask_ops.mean_mask_overlap(flat),
             "min": min(pairs) if pairs else None,
             "max": max(pairs) if pairs else None,
             "matrix": [[float(v) for v in row] for row in overlap.tolist()],

@@ -43,6 +43,7 @@ __all__ = [
     "layer_densities",
     "mask_density",
     "mask_overlap",
+    "mean_mask_overlap",
     "mask_drift",
     "pack_masks",
     "sample_masks",
@@ -461,6 +462,16 @@ def mask_overlap(masks_flat: torch.Tensor) -> torch.Tensor:
     sizes = m.sum(dim=1)  # (T,)
     union = sizes.unsqueeze(0) + sizes.unsqueeze(1) - inter  # (T, T)
     return torch.where(union > 0, inter / union.clamp(min=1.0), torch.ones_like(inter))
+
+
+def mean_mask_overlap(masks_flat: torch.Tensor) -> float | None:
+    """Mean of :func:`mask_overlap` over distinct task pairs (``None`` for one
+    task): one number for "how much do the tasks share"."""
+    overlap = mask_overlap(masks_flat)  # (T, T)
+    t = overlap.shape[0]
+    if t < 2:
+        return None
+    return float((overlap.sum() - overlap.diagonal().sum()) / (t * (t - 1)))
 
 
 def mask_drift(initial_flat: torch.Tensor, final_flat: torch.Tensor) -> torch.Tensor:

@@ -347,6 +347,9 @@ def test_mask_overlap_and_density() -> None:
     assert j[2, 3].item() == 1.0
     assert torch.equal(torch.diagonal(j), torch.ones(4, dtype=torch.float64))
     assert M.mask_density(m) == pytest.approx(4 / 16)
+    off_diagonal = (j.sum() - j.diagonal().sum()) / 12
+    assert M.mean_mask_overlap(m) == pytest.approx(float(off_diagonal))
+    assert M.mean_mask_overlap(m[:1]) is None
     assert M.task_densities(m).tolist() == [0.5, 0.5, 0.0, 0.0]
 
 
