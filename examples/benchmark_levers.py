@@ -26,6 +26,8 @@ import numpy as np
 from benchmark_matrix import EPISODES_PER_TASK, EVAL_EPISODES, RESULTS, SIZE, STEPS
 
 DATASET = "MT10:sub-optimal"
+#: variants also run on a second column, to see whether a result replicates
+REPLICATED: dict[str, tuple[str, ...]] = {"no-prompt": ("MT5:sub-optimal",)}
 SEEDS = (0, 1, 2)
 METHOD = "harmodt-f"
 #: variant -> the options it changes (``--set`` for HarmoDT-F), one lever at a
@@ -61,7 +63,8 @@ def commands(python: str = "python") -> list[str]:
         argv = [
             python,
             *("-m", "harmodt_algo.benchmark", "run"),
-            *("--methods", METHOD, "--datasets", DATASET),
+            *("--methods", METHOD),
+            *("--datasets", ",".join((DATASET, *REPLICATED.get(name, ())))),
             *("--seeds", ",".join(map(str, SEEDS)), "--steps", str(STEPS)),
             *("--eval-episodes", str(EVAL_EPISODES)),
             *("--episodes-per-task", str(EPISODES_PER_TASK)),
@@ -82,20 +85,21 @@ def _row(label: str, cells: list[dict[str, Any]]) -> str:
         overlap = f"{np.mean([m['overlap_final'] for m in masks]):.3f}"
     else:
         drift = overlap = "-"
+    loss = np.mean([c["final_metrics"]["loss"] for c in cells])
+    cosine = [c["final_metrics"].get("grad_cosine") for c in cells]
+    cos = "-" if None in cosine else f"{np.mean(cosine):.3f}"
     minutes = np.mean([c["train_time_s"] + c["eval_time_s"] for c in cells]) / 60
     return (
         f"| {label} | {success.mean():.1f} ± {success.std():.1f} | {per_seed} | "
-        f"{drift} | {overlap} | {minutes:.1f} |"
+        f"{drift} | {overlap} | {loss:.3f} | {cos} | {minutes:.1f} |"
     )
 
 
 def table() -> str:
-    """Markdown: references from the matrix, then the variants."""
+    """Markdown: per dataset, references from the matrix, then the variants."""
     from harmodt_algo.benchmark import load_cells, parse_dataset
 
-    dataset_id = parse_dataset(DATASET).dataset_id
-
-    def cells_of(root: str, method: str) -> list[dict[str, Any]]:
+    def cells_of(root: str, dataset_id: str, method: str) -> list[dict[str, Any]]:
         if not Path(root).is_dir():
             return []
         return [
@@ -107,26 +111,36 @@ def table() -> str:
         ]
 
     lines = [
-        f"Dataset {dataset_id}, {STEPS} steps, seeds {', '.join(map(str, SEEDS))}; "
+        f"{STEPS} steps, seeds {', '.join(map(str, SEEDS))}; "
         "success = mean over tasks of 10 held-out goals, final checkpoint "
         "(mean ± population std over seeds). Drift = % of a task's initial mask "
         "entries switched off by the end (as many were switched on); overlap = "
         "mean pairwise Jaccard overlap of the task masks at the end "
-        "(1 = all tasks share every weight).",
-        "",
-        "| method | success (%) | per seed | mask drift (%) | mask overlap | "
-        "min / cell |",
-        "|---|---|---|---|---|---|",
+        "(1 = all tasks share every weight). Loss = mean training loss over the "
+        "run; cosine = mean pairwise cosine of the task gradients at the mask "
+        "updates (near 0: the tasks' gradients barely conflict or agree).",
     ]
-    for method in REFERENCES:
-        cells = cells_of(RESULTS, method)
-        if cells:
-            label = cells[0]["label"] + " (matrix, release schedule)"
-            lines.append(_row(label, cells))
-    for name, options in VARIANTS.items():
-        cells = cells_of(f"{LEVERS}/{name}", METHOD)
-        if cells:
-            lines.append(_row(f"HarmoDT-F, {', '.join(options)}", cells))
+    extra = sorted({d for ds in REPLICATED.values() for d in ds} - {DATASET})
+    for dataset in (DATASET, *extra):
+        dataset_id = parse_dataset(dataset).dataset_id
+        lines += [
+            "",
+            f"**{dataset_id}**",
+            "",
+            "| method | success (%) | per seed | mask drift (%) | mask overlap | "
+            "train loss | grad cosine | min / cell |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for method in REFERENCES:
+            cells = cells_of(RESULTS, dataset_id, method)
+            if cells:
+                schedule = ", release mask schedule" if method == METHOD else ""
+                label = f"{cells[0]['label']} (matrix{schedule})"
+                lines.append(_row(label, cells))
+        for name, options in VARIANTS.items():
+            cells = cells_of(f"{LEVERS}/{name}", dataset_id, METHOD)
+            if cells:
+                lines.append(_row(f"HarmoDT-F, {', '.join(options)}", cells))
     return "\n".join(lines) + "\n"
 
 
