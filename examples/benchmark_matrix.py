@@ -18,14 +18,15 @@ folders, so the commands may run side by side: one per core, each with
 would compute the same cells. The sub-optimal commands come first (longest
 first, for ``xargs -P``).
 
-Sizing (the committed run fits about two CPU-hours on the shared 2-core box):
+Sizing (the committed run took 2.7 CPU-hours, 82 min on the 2-core box):
 the transformers are shrunk to embed 64, 2 layers, 4 heads, K 20, batch 64
 (HarmoDT presets and d3rlpy's DT alike, ~0.07 s per step on one thread,
-0.35 M parameters), 2000 gradient steps per cell, 50 episodes per task. The
+0.17-0.23 M parameters), 2000 gradient steps per cell, 50 episodes per task. The
 MLP baselines keep their 256x2 networks (cheap). d3rlpy CQL is left out of the
 committed run: at ~0.1 s per step it costs as much as a DT cell and is not one
 of the paper's baselines; add ``mtcql`` to METHODS to include it. The paper's
-own budget (embed 256, 6 layers, 100k-1M steps) is ~1000x this.
+own budget (embed 256, 6 layers, 5.3 M parameters, 10^5-10^6 steps) is 50-500x
+the steps at ~20x the parameters.
 """
 
 from __future__ import annotations
