@@ -660,16 +660,12 @@ def run_cell(
     d3rlpy.seed(seed)
     t0 = time.perf_counter()
     algo: Any
-    initial_masks: list[Any] = []
+    initial_masks = None
     if method in HARMODT_METHODS:
         algo = HarmoDT.from_preset(method, device=device, **{**overrides, "seed": seed})
-
-        def keep_initial_masks(fitted: HarmoDT, epoch: int, step: int) -> None:
-            # called after every step; masks change only at mask_interval steps,
-            # so after step 1 they are still the initial ones (interval > 1)
-            if not initial_masks and fitted.impl is not None:
-                initial_masks.append(fitted.impl.flat_masks().clone())
-
+        algo.build_with_dataset(data)  # the model fit will train, masks as drawn
+        assert algo.impl is not None
+        initial_masks = algo.impl.flat_masks().clone()  # (T, N)
         algo.fit(
             data,
             n_steps=settings.steps,
@@ -678,7 +674,6 @@ def run_cell(
             with_timestamp=False,
             logger_adapter=capture,
             show_progress=False,
-            callback=keep_initial_masks,
         )
     elif method in BASELINE_METHODS:
         algo = make_baseline(method, device=device, **overrides)
@@ -735,9 +730,7 @@ def run_cell(
             _active_parameters(algo) if isinstance(algo, HarmoDT) else None
         ),
         "masks": (
-            _mask_movement(initial_masks[0], algo)
-            if initial_masks and isinstance(algo, HarmoDT)
-            else None
+            _mask_movement(initial_masks, algo) if initial_masks is not None else None
         ),
         "train_time_s": train_time,
         "eval_time_s": eval_time,

@@ -493,6 +493,12 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         if cfg.prompt_length > 0:
             self._impl._modules.prompts.assign(self._scaled_prompts(dataset))
 
+    def build_with_dataset(self, dataset: Any) -> None:  # type: ignore[override]
+        """Build the model from a dataset without training (d3rlpy's hook):
+        task list, scalers, initial masks and prompts, exactly as ``fit``
+        would. Accepts what ``fit`` accepts; a later ``fit`` keeps this model."""
+        self._prepare(as_multitask_dataset(dataset))
+
     def _scaled_prompts(self, dataset: MultiTaskDataset) -> dict[str, torch.Tensor]:
         cfg = self._config
         raw = dataset.prompt_arrays(cfg.prompt_length)

@@ -271,6 +271,26 @@ def test_save_model_load_model_resumes_exactly(tmp_path: Path) -> None:
         assert torch.equal(p, q)
 
 
+def test_build_with_dataset_then_fit_equals_fit() -> None:
+    data = synthetic()
+    built = HarmoDT(small())
+    built.build_with_dataset(data)
+    assert built.impl is not None and built.grad_step == 0
+    assert built.task_names == data.task_names
+    initial = built.impl.flat_masks().clone()  # (T, N) as drawn, before training
+    fit(built, data, 12)
+    straight = fit(HarmoDT(small()), data, 12)
+    assert straight.impl is not None
+    assert torch.equal(built.impl.flat_masks(), straight.impl.flat_masks())
+    assert not torch.equal(initial, straight.impl.flat_masks())  # updates at 4, 8
+    for p, q in zip(
+        straight.impl._modules.transformer.parameters(),
+        built.impl._modules.transformer.parameters(),
+        strict=True,
+    ):
+        assert torch.equal(p, q)
+
+
 def test_update_with_all_padding_batch_is_finite() -> None:
     data = synthetic()
     algo = fit(HarmoDT(small()), data, 1)
