@@ -1,7 +1,9 @@
 r"""Why HarmoDT does (not) beat MTDT here: the mask levers, as commands + a table.
 
-The release's mask schedule (rewire 2 % of a task's active weights, at most,
-every 500 steps) barely moves the masks in a short run, so HarmoDT is then a
+The first implementation's mask schedule (rewire 2 % of a task's active
+weights, at most, every 500 steps; not the release's, which rewires at most
+100 entries of ~4.2 M per update, see docs/benchmarks.md) barely moves the
+masks in a short run, so HarmoDT is then a
 dense-ish MTDT with a fixed random 20 %-sparse mask per task. Each variant below
 changes one lever of HarmoDT-F on the committed matrix's hardest column, at the
 committed matrix's size, budget and seeds; the table sets the variants beside
@@ -45,7 +47,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "change_fraction=0.2",
         'task_schedule="mixed"',
     ),
-    # the masks alone carry the task (the release's schedule, no prompt)
+    # the masks alone carry the task (the v0 schedule, no prompt)
     "no-prompt": ("prompt_length=0",),
 }
 #: the matrix methods shown as references, in table order

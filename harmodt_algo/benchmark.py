@@ -76,7 +76,7 @@ from .baselines import (
     make_baseline,
 )
 from .data import MultiTaskDataset, as_multitask_dataset
-from .harmodt import PRESETS, HarmoDT, HarmoDTConfig
+from .harmodt import PRESETS, HarmoDT, HarmoDTConfig, mask_update_settings
 
 __all__ = [
     "BenchmarkError",
@@ -108,6 +108,10 @@ HARMODT_METHODS: tuple[str, ...] = (
     "harmodt-f",
     "harmodt-m",
     "harmodt-r",
+    "harmodt-f-v0",
+    "harmodt-f-release",
+    "harmodt-plus",
+    "sparse-static",
     "mtdt",
     "prompt-dt",
 )
@@ -118,6 +122,10 @@ METHOD_LABELS: dict[str, str] = {
     "harmodt-f": "HarmoDT-F",
     "harmodt-m": "HarmoDT-M",
     "harmodt-r": "HarmoDT-R",
+    "harmodt-f-v0": "HarmoDT-F (v0)",
+    "harmodt-f-release": "HarmoDT-F (release-sized)",
+    "harmodt-plus": "HarmoDT+",
+    "sparse-static": "Sparse-static",
     "mtdt": "MTDT",
     "prompt-dt": "Prompt-DT",
     **{name: spec.label for name, spec in BASELINES.items()},
@@ -446,6 +454,9 @@ class BenchmarkSettings:
         save_models: also save the final model next to the cell
             (``seed<k>.d3``).
         threads: ``torch.set_num_threads`` (default: torch's choice).
+        curve_every: HarmoDT presets also evaluate (same goals) every this
+            many steps before the end, recorded as the cell's ``curve``: the
+            learning curve that shows whether the budget has converged.
     """
 
     steps: int
@@ -458,6 +469,7 @@ class BenchmarkSettings:
     overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     save_models: bool = False
     threads: int | None = None
+    curve_every: int | None = None
 
     def validate(self) -> None:
         for name in ("steps", "eval_episodes"):
@@ -472,6 +484,11 @@ class BenchmarkSettings:
             raise BenchmarkError(f"eval_workers must be >= 0, got {self.eval_workers}")
         if self.threads is not None and self.threads <= 0:
             raise BenchmarkError(f"threads must be > 0, got {self.threads}")
+        if self.curve_every is not None and not 0 < self.curve_every < self.steps:
+            raise BenchmarkError(
+                f"curve_every must be in (0, steps = {self.steps}), got "
+                f"{self.curve_every}"
+            )
         unknown = sorted(set(self.overrides) - set(METHODS))
         if unknown:
             raise BenchmarkError(
@@ -491,6 +508,7 @@ class BenchmarkSettings:
             "eval_max_steps": self.eval_max_steps,
             "target_return": self.target_return,
             "overrides": _jsonable(dict(self.overrides.get(method, {}))),
+            **({"curve_every": self.curve_every} if self.curve_every else {}),
         }
 
 
@@ -568,16 +586,19 @@ def _active_parameters(algo: HarmoDT) -> float | None:
 
 def _mask_movement(initial: Any, algo: HarmoDT) -> dict[str, Any]:
     """How far training moved the task masks: per-task drift from the initial
-    masks and the mean pairwise Jaccard overlap between tasks, before and
-    after (1.0 = every task uses the same weights; None for one task)."""
+    masks, the total turnover (every entry ever dropped, over the initially
+    active ones: counts entries that came back too), the mean pairwise
+    Jaccard overlap between tasks before and after (1.0 = every task uses the
+    same weights; None for one task), and the mask-update settings."""
     assert algo.impl is not None
     final = algo.impl.flat_masks()  # (T, N)
     drift = mask_ops.mask_drift(initial.to(final.device), final)  # (T,)
-
     return {
         "interval": int(algo.config.mask_interval),
+        "settings": mask_update_settings(algo.config),
         "drift_mean": float(drift.mean()),
         "drift": dict(zip(algo.task_names, drift.tolist(), strict=True)),
+        "turnover_mean": float(algo.impl.mask_turnover().mean()),
         "overlap_initial": mask_ops.mean_mask_overlap(initial),
         "overlap_final": mask_ops.mean_mask_overlap(final),
     }
@@ -661,6 +682,32 @@ def run_cell(
     t0 = time.perf_counter()
     algo: Any
     initial_masks = None
+    curve: list[dict[str, float]] = []
+    curve_time = 0.0
+    targets_source = data if settings.target_return is None else settings.target_return
+
+    def make_evaluator() -> MultiTaskEvaluator:
+        """The cell's evaluator: the same goals at every point of the curve."""
+        return MultiTaskEvaluator(
+            minari_dataset,
+            n_episodes=settings.eval_episodes,
+            seed=settings.eval_seed,
+            max_steps=settings.eval_max_steps,
+            target_returns=targets_source,
+            workers=settings.eval_workers,
+        )
+
+    def curve_point(model: HarmoDT) -> float:
+        nonlocal curve_time
+        if model.grad_step >= settings.steps:  # the cell's own evaluation follows
+            return curve[-1]["success_mean"] if curve else math.nan
+        t = time.perf_counter()
+        with make_evaluator() as evaluator:
+            success = evaluator.evaluate(evaluator.policy_for(model)).success_mean
+        curve.append({"step": model.grad_step, "success_mean": success})
+        curve_time += time.perf_counter() - t
+        return success
+
     if method in HARMODT_METHODS:
         algo = HarmoDT.from_preset(method, device=device, **{**overrides, "seed": seed})
         algo.build_with_dataset(data)  # the model fit will train, masks as drawn
@@ -669,11 +716,12 @@ def run_cell(
         algo.fit(
             data,
             n_steps=settings.steps,
-            n_steps_per_epoch=settings.steps,
+            n_steps_per_epoch=settings.curve_every or settings.steps,
             experiment_name=f"benchmark_{method}",
             with_timestamp=False,
             logger_adapter=capture,
             show_progress=False,
+            evaluators={"curve": curve_point} if settings.curve_every else None,
         )
     elif method in BASELINE_METHODS:
         algo = make_baseline(method, device=device, **overrides)
@@ -691,18 +739,10 @@ def run_cell(
         raise AssertionError(method)  # pragma: no cover
     if device is not False and str(device).startswith("cuda"):
         torch.cuda.synchronize()
-    train_time = time.perf_counter() - t0
+    train_time = time.perf_counter() - t0 - curve_time
 
     t1 = time.perf_counter()
-    targets_source = data if settings.target_return is None else settings.target_return
-    with MultiTaskEvaluator(
-        minari_dataset,
-        n_episodes=settings.eval_episodes,
-        seed=settings.eval_seed,
-        max_steps=settings.eval_max_steps,
-        target_returns=targets_source,
-        workers=settings.eval_workers,
-    ) as evaluator:
+    with make_evaluator() as evaluator:
         targets = evaluator.target_returns()
         if isinstance(algo, HarmoDT):
             policy: Any = evaluator.policy_for(algo)
@@ -735,6 +775,9 @@ def run_cell(
         "train_time_s": train_time,
         "eval_time_s": eval_time,
         "success_mean": result.success_mean,
+        "curve": [*curve, {"step": settings.steps, "success_mean": result.success_mean}]
+        if curve
+        else None,
         "return_mean": result.return_mean,
         "success": {r.task: r.success_rate for r in result.tasks},
         "return": {r.task: r.mean_return for r in result.tasks},
@@ -1486,6 +1529,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--save-models", action="store_true", help="also save seed<k>.d3 models"
     )
     run.add_argument("--threads", type=int, help="torch CPU threads")
+    run.add_argument(
+        "--curve-every",
+        type=int,
+        help="HarmoDT presets: also evaluate every N steps (a learning curve)",
+    )
     run.add_argument("--report", metavar="DIR", help="write the report here afterwards")
     run.add_argument("--verbose", action="store_true", help="show d3rlpy's logs")
     # test-only: short recipe episodes
@@ -1560,6 +1608,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides=parse_overrides(args.set, methods),
         save_models=args.save_models,
         threads=args.threads,
+        curve_every=args.curve_every,
     )
     summary = run_matrix(
         methods,

@@ -917,6 +917,7 @@ def describe_model(
 ) -> dict[str, Any]:
     """Everything ``harmodt info`` shows, as JSON-able data."""
     from . import masks as mask_ops
+    from .harmodt import mask_update_settings
 
     impl = algo.impl
     assert impl is not None  # load_learnable always builds the model
@@ -931,6 +932,7 @@ def describe_model(
     active = flat.sum(dim=1).tolist()  # (T,)
     t = len(tasks)
     pairs = [float(overlap[i, j]) for i in range(t) for j in range(i + 1, t)]
+    turnover = impl.mask_turnover().tolist()  # (T,)
     run = run or {}
     preset = run.get("preset")
     preset_source = "run.json"
@@ -950,6 +952,11 @@ def describe_model(
             "active_per_task": {n: int(a) for n, a in zip(tasks, active, strict=True)},
         },
         "mask_density": {n: float(d) for n, d in zip(tasks, densities, strict=True)},
+        "mask_update": mask_update_settings(cfg),
+        "mask_turnover": {
+            "mean": sum(turnover) / max(len(turnover), 1),
+            "per_task": {n: float(v) for n, v in zip(tasks, turnover, strict=True)},
+        },
         "mask_overlap": {
             "mean": mask_ops.mean_mask_overlap(flat),
             "min": min(pairs) if pairs else None,
@@ -992,12 +999,33 @@ def _cmd_info(args: argparse.Namespace, out: Console) -> int:
         f"context {cfg['context_size']}, max_timestep {cfg['max_timestep']}, "
         f"prompt {cfg['prompt_length']}",
     )
+    upd = info["mask_update"]
+    change = (
+        f"{upd['change_count']} entries"
+        if upd["change_count"]
+        else f"{upd['change_fraction']} of active"
+    )
+    estimator = (
+        "accumulated training gradients"
+        if upd["harmony_estimator"] == "accumulated"
+        else f"fresh batch of {upd['mask_batch_size']}"
+        + ("" if upd["harmony_dropout"] else ", dropout off")
+    )
     head.add_row(
         "masks",
-        f"init {cfg['mask_init']}, sparsity {cfg['sparsity']}, interval "
-        f"{cfg['mask_interval']}, change {cfg['change_fraction']} "
-        f"({cfg['change_schedule']}), importance {cfg['importance']}, "
-        f"gamma {cfg['harmony_gamma']}",
+        f"init {upd['mask_init']}, sparsity {upd['sparsity']}, interval "
+        f"{upd['mask_interval']}, change {change} ({upd['change_schedule']}), "
+        f"importance {upd['importance']}, gamma {upd['harmony_gamma']}",
+    )
+    clip = upd["harmony_grad_clip"]
+    head.add_row(
+        "mask update",
+        f"estimator {estimator}; consensus "
+        f"{'leave-one-out' if upd['harmony_leave_one_out'] else 'all tasks'}"
+        f"{f', task grads clipped to {clip}' if clip else ''}; "
+        f"normalisation {upd['score_normalization']}; 1-D params "
+        f"{'protected' if upd['protect_1d'] else 'droppable'}; total turnover "
+        f"{100 * info['mask_turnover']['mean']:.2f} % of active entries",
     )
     head.add_row(
         "training",

@@ -57,10 +57,19 @@ from .impl import HarmoDTImpl, HarmoDTModules, MaskUpdateSettings
 from .networks import MaskedDecisionTransformer, PromptBank, TaskMasks, activation_names
 from .optimizer import MaskedAdamWFactory
 
-__all__ = ["HarmoDTConfig", "HarmoDT", "HarmoDTTaskView", "PRESETS"]
+__all__ = [
+    "HarmoDTConfig",
+    "HarmoDT",
+    "HarmoDTTaskView",
+    "PRESETS",
+    "MASK_UPDATE_FIELDS",
+    "mask_update_settings",
+]
 
 TASK_SCHEDULES = ("round_robin", "mixed")
 CHANGE_SCHEDULES = ("cosine", "constant")
+HARMONY_ESTIMATORS = ("batch", "accumulated")
+ACCUMULATOR_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def _default_optim() -> OptimizerFactory:
@@ -92,11 +101,35 @@ class HarmoDTConfig(TransformerConfig):
     ``prompt_length``: Prompt-DT trajectory prompt steps per task (0 = none).
 
     Masks: ``mask_init`` (erk | uniform | dense), ``sparsity`` (1 − density),
-    ``mask_interval`` steps between mask updates (0 = masks never change),
-    ``change_fraction`` of each task's active entries rewired at the peak of
-    the ``change_schedule`` (cosine: ⌊f·n·sin²(π s/S)⌋, or constant),
-    ``importance`` (fisher | magnitude | random), ``harmony_gamma`` γ,
-    ``mask_batch_size`` sequences per task for the harmony gradients.
+    ``mask_interval`` steps between mask updates (0 = masks never change).
+
+    How many entries an update rewires per task: ``change_count`` k_max > 0
+    is an absolute count (the release: 100, one top-k over the flattened
+    masked parameters), else ``change_fraction`` f of the task's active
+    entries; either at the peak of the ``change_schedule`` (cosine:
+    ⌊k_max·sin²(π s/S)⌋ or ⌊f·n·sin²(π s/S)⌋; constant: k_max or ⌊f·n⌋).
+
+    Which entries (spec §6): drop the k active entries with the lowest
+    ``harmony_gamma``·norm(h_t) + norm(importance_t) and grow the k inactive
+    ones with the highest h_t = ḡ ⊙ g_t, where g_t is task t's gradient with
+    respect to its *effective* weights θ⊙M_t and
+
+    - ``harmony_estimator``: ``batch`` computes g_t on a fresh batch of
+      ``mask_batch_size`` sequences per task at update time (dropout on if
+      ``harmony_dropout``, as the release); ``accumulated`` uses the running
+      mean of the training gradients of task t since its last mask update,
+      taken from the training step's own backward pass (no extra pass; state
+      T × N floats of ``accumulator_dtype``, saved with the model);
+    - ``harmony_leave_one_out``: ḡ excludes g_t (else it includes it, as the
+      release);
+    - ``harmony_grad_clip`` c > 0: each g_t is scaled to norm ≤ c before the
+      consensus (the release: 0.25);
+    - ``importance``: fisher g_t² | magnitude |θ| | random;
+    - ``score_normalization``: none | rank (rank/(N−1) per task) | scale
+      (x / median|x| per task), applied to both drop terms so that γ weighs
+      them the same for every importance kind;
+    - ``protect_1d``: 1-D parameters (biases, LayerNorm gains) are never
+      dropped.
 
     Training: ``task_schedule`` round_robin (one task per step, as the
     release) or mixed (balanced tasks in every batch); ``seed`` makes
@@ -130,10 +163,18 @@ class HarmoDTConfig(TransformerConfig):
     sparsity: float = 0.2
     mask_interval: int = 500
     change_fraction: float = 0.02
+    change_count: int = 0
     change_schedule: str = "cosine"
     importance: str = "fisher"
     harmony_gamma: float = 10.0
+    harmony_estimator: str = "batch"
     mask_batch_size: int = 16
+    harmony_dropout: bool = True
+    harmony_leave_one_out: bool = False
+    harmony_grad_clip: float = 0.0
+    score_normalization: str = "none"
+    protect_1d: bool = True
+    accumulator_dtype: str = "float32"
     task_schedule: str = "round_robin"
     seed: int = 0
     task_names: list[str] = dataclasses.field(default_factory=list)
@@ -173,6 +214,14 @@ class HarmoDTConfig(TransformerConfig):
         choice("importance", self.importance, mask_ops.IMPORTANCE_KINDS)
         choice("task_schedule", self.task_schedule, TASK_SCHEDULES)
         choice("change_schedule", self.change_schedule, CHANGE_SCHEDULES)
+        choice("harmony_estimator", self.harmony_estimator, HARMONY_ESTIMATORS)
+        choice("score_normalization", self.score_normalization, mask_ops.NORMALIZATIONS)
+        choice("accumulator_dtype", self.accumulator_dtype, list(ACCUMULATOR_DTYPES))
+        if not self.harmony_grad_clip >= 0.0:  # also rejects NaN
+            raise ValueError(
+                "harmony_grad_clip must be >= 0 (0 = off), got "
+                f"{self.harmony_grad_clip}"
+            )
         choice("activation_type", self.activation_type, activation_names())
         if not 0.0 <= self.sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
@@ -180,7 +229,7 @@ class HarmoDTConfig(TransformerConfig):
             raise ValueError(
                 f"change_fraction must be in [0, 1], got {self.change_fraction}"
             )
-        for name in ("mask_interval", "prompt_length", "ff_size"):
+        for name in ("mask_interval", "prompt_length", "ff_size", "change_count"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in (
@@ -203,15 +252,67 @@ class HarmoDTConfig(TransformerConfig):
             raise ValueError(f"task_names has duplicates: {self.task_names}")
 
 
+#: The schedule sized like the release's: at most 100 entries per task per
+#: update (its k_max, one top-k over all masked entries), cosine over the run.
+#: Updates every 100 steps (the release: 500 of 10^6 steps) so that a
+#: CPU-sized run still makes tens of updates.
+RELEASE_SIZED: dict[str, Any] = {"change_count": 100, "mask_interval": 100}
+
 #: Named variants and baselines; each is one line for a user:
-#: ``HarmoDT.from_preset("mtdt")``.
+#: ``HarmoDT.from_preset("mtdt")``. Settings not listed are the config's
+#: defaults (the table in the README lists every preset in full).
 PRESETS: dict[str, dict[str, Any]] = {
+    # the paper's three variants (importance term), our defaults otherwise
     "harmodt-f": {"importance": "fisher"},
     "harmodt-m": {"importance": "magnitude"},
     "harmodt-r": {"importance": "random"},
+    # exactly what the first committed matrix ran (1-D parameters droppable)
+    "harmodt-f-v0": {"importance": "fisher", "protect_1d": False},
+    # HarmoDT-F with the release-sized change per update
+    "harmodt-f-release": {"importance": "fisher", **RELEASE_SIZED},
+    # the low-noise update of issue 9, fixed before the study ran: running-mean
+    # gradients, leave-one-out consensus, rank-normalised drop score,
+    # release-sized changes, masks as the only task signal (no prompt)
+    "harmodt-plus": {
+        "importance": "fisher",
+        "harmony_estimator": "accumulated",
+        "harmony_leave_one_out": True,
+        "score_normalization": "rank",
+        "prompt_length": 0,
+        **RELEASE_SIZED,
+    },
+    # controls: ERK masks at HarmoDT's density that never change, no prompt
+    "sparse-static": {"mask_interval": 0, "prompt_length": 0},
     "mtdt": {"mask_init": "dense", "mask_interval": 0, "prompt_length": 0},
     "prompt-dt": {"mask_init": "dense", "mask_interval": 0},
 }
+
+
+#: The config fields that define the mask update (reported by ``harmodt
+#: info`` and every benchmark cell).
+MASK_UPDATE_FIELDS: tuple[str, ...] = (
+    "mask_init",
+    "sparsity",
+    "mask_interval",
+    "change_count",
+    "change_fraction",
+    "change_schedule",
+    "importance",
+    "harmony_gamma",
+    "harmony_estimator",
+    "mask_batch_size",
+    "harmony_dropout",
+    "harmony_leave_one_out",
+    "harmony_grad_clip",
+    "score_normalization",
+    "protect_1d",
+    "accumulator_dtype",
+)
+
+
+def mask_update_settings(config: HarmoDTConfig) -> dict[str, Any]:
+    """The mask-update settings of ``config`` as a plain dict."""
+    return {name: getattr(config, name) for name in MASK_UPDATE_FIELDS}
 
 
 def _step_seed(seed: int, step: int, stream: int) -> list[int]:
@@ -271,7 +372,15 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             torch.manual_seed(cfg.seed)
             net = self._build_network(obs_size, action_size)
         shapes = {n: tuple(p.shape) for n, p in net.masked_parameters().items()}
-        task_masks = TaskMasks(shapes, num_tasks).to(self._device)
+        accumulates = cfg.uses_masks and cfg.harmony_estimator == "accumulated"
+        task_masks = TaskMasks(
+            shapes,
+            num_tasks,
+            accumulate_entries=sum(math.prod(s) for s in shapes.values())
+            if accumulates
+            else 0,
+            accumulate_dtype=ACCUMULATOR_DTYPES[cfg.accumulator_dtype],
+        ).to(self._device)
         densities = mask_ops.layer_densities(cfg.mask_init, shapes, 1.0 - cfg.sparsity)
         generator = torch.Generator().manual_seed(cfg.seed)
         task_masks.assign(
@@ -291,13 +400,40 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             observation_shape=observation_shape,
             action_size=action_size,
             modules=modules,
-            settings=MaskUpdateSettings(
-                importance=cfg.importance,
-                gamma=cfg.harmony_gamma,
-                use_masks=cfg.uses_masks,
-            ),
+            settings=self._mask_settings(),
             device=self._device,
         )
+
+    def _mask_settings(self) -> MaskUpdateSettings:
+        cfg = self._config
+        return MaskUpdateSettings(
+            importance=cfg.importance,
+            gamma=cfg.harmony_gamma,
+            use_masks=cfg.uses_masks,
+            estimator=cfg.harmony_estimator,
+            dropout=cfg.harmony_dropout,
+            leave_one_out=cfg.harmony_leave_one_out,
+            grad_clip=cfg.harmony_grad_clip,
+            normalization=cfg.score_normalization,
+            protect_1d=cfg.protect_1d,
+        )
+
+    def set_mask_update(self, **options: Any) -> None:
+        """Change mask-update options of a built model (e.g. to score a
+        trained model differently); the estimator and masks' shape stay."""
+        fixed = {"harmony_estimator", "mask_init", "sparsity", "accumulator_dtype"}
+        bad = sorted(set(options) - set(MASK_UPDATE_FIELDS) | set(options) & fixed)
+        if bad:
+            raise ValueError(
+                f"cannot change {bad} on a built model; changeable: "
+                f"{sorted(set(MASK_UPDATE_FIELDS) - fixed)}"
+            )
+        updated = dataclasses.replace(self._config, **options)
+        updated.validate()
+        for key, value in options.items():
+            setattr(self._config, key, value)
+        if self._impl is not None:
+            self._impl._settings = self._mask_settings()
 
     def _build_network(
         self, obs_size: int, action_size: int
@@ -426,28 +562,35 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         horizon = max(int(self._impl._modules.masks.schedule_horizon), 1)
         counts = []
         for n in active.tolist():
+            # absolute k_max (the release) or a fraction of the active entries
+            fraction, base = (
+                (1.0, cfg.change_count)
+                if cfg.change_count > 0
+                else (cfg.change_fraction, n)
+            )
             if cfg.change_schedule == "cosine":
-                counts.append(
-                    mask_ops.change_count(step, horizon, cfg.change_fraction, n)
-                )
+                counts.append(mask_ops.change_count(step, horizon, fraction, base))
             else:
-                counts.append(int(math.floor(cfg.change_fraction * n)))
+                counts.append(int(math.floor(fraction * base + 1e-9)))
         return torch.tensor(counts, dtype=torch.long)
 
     def update_masks(self, dataset: MultiTaskDataset, step: int) -> dict[str, float]:
-        """The outer loop: harmony-score drop and grow on fresh per-task batches."""
+        """The outer loop: harmony-score drop and grow (fresh per-task batches
+        for the ``batch`` estimator, running means for ``accumulated``)."""
         assert self._impl is not None
         cfg = self._config
         rng = np.random.default_rng(_step_seed(cfg.seed, step, 1))
         self._check_covers_all_tasks(dataset)
-        batches = []
-        for name in self.task_names:  # model task order
-            ids = np.full(cfg.mask_batch_size, dataset.task_names.index(name))
-            batches.append(
-                self._to_torch(dataset.sample_batch(ids, cfg.context_size, rng))
-            )
+        batches = None
+        if cfg.harmony_estimator == "batch":
+            batches = []
+            for name in self.task_names:  # model task order
+                ids = np.full(cfg.mask_batch_size, dataset.task_names.index(name))
+                batches.append(
+                    self._to_torch(dataset.sample_batch(ids, cfg.context_size, rng))
+                )
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        return self._impl.update_masks(batches, self.change_counts(step), generator)
+        return self._impl.update_masks(self.change_counts(step), generator, batches)
 
     def _check_covers_all_tasks(self, dataset: MultiTaskDataset) -> None:
         """Mask updates compare every task's gradient: all need data."""

@@ -43,11 +43,22 @@ class HarmoDTModules(Modules):
 
 @dataclasses.dataclass(frozen=True)
 class MaskUpdateSettings:
-    """The outer loop's hyperparameters (copied from the config)."""
+    """The outer loop's hyperparameters (copied from the config; see
+    ``HarmoDTConfig`` for what each means)."""
 
     importance: str
     gamma: float
     use_masks: bool
+    estimator: str = "batch"
+    dropout: bool = True
+    leave_one_out: bool = False
+    grad_clip: float = 0.0
+    normalization: str = "none"
+    protect_1d: bool = False
+
+    @property
+    def accumulates(self) -> bool:
+        return self.use_masks and self.estimator == "accumulated"
 
 
 def _unwrap(module: nn.Module) -> MaskedDecisionTransformer:
@@ -73,6 +84,14 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         self._masked: dict[str, nn.Parameter] = self._net.masked_parameters()
         self._names = tuple(self._masked)
         self._shapes = {n: tuple(p.shape) for n, p in self._masked.items()}
+        # (N,) entries of 1-D parameters (biases, LayerNorm gains): dropping
+        # one removes a whole channel's offset or scale
+        self._one_dim = torch.cat(
+            [
+                torch.full((p.numel(),), p.dim() <= 1, dtype=torch.bool)
+                for p in self._masked.values()
+            ]
+        ).to(device)
 
     # ------------------------------------------------------------------ props
     @property
@@ -172,9 +191,16 @@ class HarmoDTImpl(TransformerAlgoImplBase):
     ) -> dict[str, float]:
         optim = self._modules.optim
         optim.zero_grad()
-        per_seq = self._per_sequence_loss(batch, self._weights(task_ids))
+        weights = self._weights(task_ids)
+        accumulate = self._settings.accumulates
+        if accumulate:
+            for name in self._names:  # the effective weights' gradient, same backward
+                weights.tensors[name].retain_grad()
+        per_seq = self._per_sequence_loss(batch, weights)
         loss = per_seq.mean()
         loss.backward()
+        if accumulate:
+            self._accumulate(weights, per_seq.shape[0])
         if self._settings.use_masks and isinstance(optim, MaskedOptimizerWrapper):
             union = self._modules.masks.union(torch.unique(task_ids))
             optim.set_update_mask({self._masked[n]: union[n] for n in self._names})
@@ -188,6 +214,24 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         for t in torch.nonzero(counts).flatten().tolist():
             metrics[f"task_loss/{t}"] = float(per_task[t] / counts[t])
         return metrics
+
+    def _accumulate(self, weights: BatchWeights, batch_size: int) -> None:
+        """Add each task's own mean-loss gradient w.r.t. θ⊙M_t to its running sum.
+
+        The batch loss is the mean over B sequences, so the gradient of task
+        u's effective weights is (n_u / B) × the gradient of task u's own mean
+        loss; rescaling by B / n_u gives the latter.
+        """
+        with torch.no_grad():
+            rows = []
+            for name in self._names:
+                grad = weights.tensors[name].grad
+                assert grad is not None
+                rows.append(grad.reshape(weights.unique.numel(), -1))  # (U, n_l)
+            grads = torch.cat(rows, dim=1)  # (U, N)
+            counts = torch.bincount(weights.inverse, minlength=weights.unique.numel())
+            grads *= (batch_size / counts.to(grads.dtype)).unsqueeze(1)
+            self._modules.masks.accumulate(weights.unique, grads)
 
     def inner_update(
         self, batch: TorchTrajectoryMiniBatch, grad_step: int
@@ -208,6 +252,9 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         (T, N). Unlike the gradient w.r.t. θ (zero wherever M_t is 0), this is
         defined at inactive entries too, so growth is scored, not blind.
         """
+        net = self._modules.transformer
+        was_training = net.training
+        net.train(self._settings.dropout)  # dropout off: a less noisy estimate
         rows = []
         for t, batch in enumerate(batches):
             ids = torch.full(
@@ -217,46 +264,100 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             loss = self._per_sequence_loss(batch, weights).mean()
             grads = torch.autograd.grad(loss, [weights.tensors[n] for n in self._names])
             rows.append(torch.cat([g.reshape(-1) for g in grads]))
+        net.train(was_training)
         return torch.stack(rows)  # (T, N)
 
     def update_masks(
         self,
-        batches: Sequence[TorchTrajectoryMiniBatch],
         change_counts: torch.Tensor,
         generator: torch.Generator,
+        batches: Sequence[TorchTrajectoryMiniBatch] | None = None,
     ) -> dict[str, float]:
         """Drop conflicting, grow harmonious entries; density is preserved.
 
-        ``batches``: one fresh batch per task (in task order).
         ``change_counts``: (T,) entries to drop (and grow) per task.
+        ``batches``: one fresh batch per task (in task order) for the
+        ``batch`` estimator; the ``accumulated`` estimator uses the running
+        means of the training gradients instead (and resets them).
         """
-        grads = self.task_gradients(batches)  # (T, N)
+        settings = self._settings
+        masks = self._modules.masks
+        if settings.estimator == "accumulated":
+            grads, valid = masks.mean_gradients()  # (T, N), (T,)
+            masks.reset_accumulator()
+        else:
+            if batches is None:
+                raise ValueError("the batch estimator needs one batch per task")
+            grads = self.task_gradients(batches)  # (T, N)
+            valid = torch.ones(grads.shape[0], dtype=torch.bool, device=grads.device)
         with torch.no_grad():
-            harmony = mask_ops.harmony_scores(grads)  # (T, N)
-            theta = torch.cat(
-                [self._masked[n].detach().reshape(-1) for n in self._names]
-            )
-            importance = mask_ops.importance_scores(
-                self._settings.importance, grads, theta, generator
-            )
-            old = mask_ops.flatten_masks(self._modules.masks.as_dict(), self._names)
-            new = mask_ops.drop_and_grow(
-                old, self._settings.gamma * harmony + importance, harmony, change_counts
-            )
-            self._modules.masks.assign(
-                mask_ops.unflatten_masks(new, self._shapes, self._names)
-            )
-            unit = torch.nn.functional.normalize(grads, dim=1)
-            cos = unit @ unit.T  # (T, T)
-            num_tasks = grads.shape[0]
-            off = ~torch.eye(num_tasks, dtype=torch.bool, device=cos.device)
-            conflict = float(cos[off].mean()) if num_tasks > 1 else 1.0
+            old = mask_ops.flatten_masks(masks.as_dict(), self._names)
+            new, harmony = self.propose_masks(grads, valid, change_counts, generator)
+            masks.assign(mask_ops.unflatten_masks(new, self._shapes, self._names))
+            dropped = (old & ~new).sum(dim=1)  # (T,)
+            masks.changed += dropped.to(masks.changed.device)
+            unit = torch.nn.functional.normalize(grads[valid], dim=1)
+            cos = unit @ unit.T  # (V, V)
+            num_valid = unit.shape[0]
+            off = ~torch.eye(num_valid, dtype=torch.bool, device=cos.device)
+            conflict = float(cos[off].mean()) if num_valid > 1 else 1.0
             return {
                 "mask_changed": float((new != old).sum()),
                 "harmony_mean": float(harmony[old].mean()),
                 "grad_cosine": conflict,
                 "mask_density": float(new.float().mean()),
             }
+
+    @torch.no_grad()
+    def propose_masks(
+        self,
+        grads: torch.Tensor,
+        valid: torch.Tensor,
+        change_counts: torch.Tensor,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masks one update would produce from task gradients, unapplied.
+
+        ``grads`` (T, N) w.r.t. the effective weights, ``valid`` (T,) tasks
+        that have one. Returns the new (T, N) masks and the harmony scores.
+        Separate from ``update_masks`` so the estimator benchmark can score
+        two estimates against each other without touching the model.
+        """
+        settings = self._settings
+        grads = mask_ops.clip_task_gradients(grads, settings.grad_clip)  # (T, N)
+        harmony = mask_ops.harmony_scores(
+            grads, leave_one_out=settings.leave_one_out, valid=valid
+        )  # (T, N)
+        theta = torch.cat(
+            [self._masked[n].detach().reshape(-1) for n in self._names]
+        )  # (N,)
+        importance = mask_ops.importance_scores(
+            settings.importance, grads, theta, generator
+        )  # (T, N)
+        drop = settings.gamma * mask_ops.normalize_scores(
+            settings.normalization, harmony
+        ) + mask_ops.normalize_scores(settings.normalization, importance)
+        old = self.flat_masks()
+        counts = change_counts.to(old.device) * valid  # no gradient, no change
+        new = mask_ops.drop_and_grow(
+            old,
+            drop,
+            harmony,
+            counts,
+            protected=self.protected_entries(),
+        )
+        return new, harmony
+
+    def protected_entries(self) -> torch.Tensor | None:
+        """(N,) bool entries never dropped (1-D parameters), or None."""
+        return self._one_dim if self._settings.protect_1d else None
+
+    def mask_turnover(self) -> torch.Tensor:
+        """(T,) float64: entries each task dropped so far over its active count
+        (drop-and-grow keeps the count; prune-free, so this is the turnover)."""
+        masks = self._modules.masks
+        active = self.flat_masks().sum(dim=1, dtype=torch.float64)  # (T,)
+        return masks.changed.to(torch.float64) / active.clamp(min=1.0)
 
     def flat_masks(self) -> torch.Tensor:
         """(T, N) bool view of all masks, in ``masked_names`` order."""

@@ -38,8 +38,11 @@ __all__ = [
     "drop_and_grow",
     "erk_densities",
     "flatten_masks",
+    "NORMALIZATIONS",
+    "clip_task_gradients",
     "harmony_scores",
     "importance_scores",
+    "normalize_scores",
     "layer_densities",
     "mask_density",
     "mask_overlap",
@@ -57,6 +60,8 @@ __all__ = [
 DENSITY_KINDS: tuple[str, ...] = ("erk", "uniform", "dense")
 #: Valid ``kind`` values for :func:`importance_scores`.
 IMPORTANCE_KINDS: tuple[str, ...] = ("fisher", "magnitude", "random")
+#: Valid ``kind`` values for :func:`normalize_scores`.
+NORMALIZATIONS: tuple[str, ...] = ("none", "rank", "scale")
 
 
 # --------------------------------------------------------------------------- #
@@ -245,13 +250,27 @@ def unflatten_masks(
 # --------------------------------------------------------------------------- #
 # Scores
 # --------------------------------------------------------------------------- #
-def harmony_scores(task_grads: torch.Tensor) -> torch.Tensor:
-    """Harmony score ``h_t = ḡ ⊙ g_t`` with ``ḡ`` the mean over tasks (spec §6).
+def harmony_scores(
+    task_grads: torch.Tensor,
+    leave_one_out: bool = False,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Harmony score ``h_t = ḡ ⊙ g_t`` (spec §6).
 
     Positive where task ``t``'s gradient agrees in sign with the consensus,
     negative where it conflicts. The consensus is a *new* tensor: the release
     accumulated it in place into task 0's gradient and lost that gradient.
     The input is never modified.
+
+    - ``leave_one_out=False``: ``ḡ = mean_s g_s`` (the release's: it contains
+      ``g_t`` itself, so ``h_t`` is dominated by ``g_t² / T``);
+    - ``leave_one_out=True``: ``ḡ_{-t} = (Σ_s g_s − g_t) / (T − 1)``, the
+      consensus of the *other* tasks, so ``h_t`` measures agreement with them
+      only. With a single task it falls back to ``ḡ = g_t``.
+
+    ``valid`` (T,) bool marks tasks that have a gradient (an accumulator that
+    saw no step of a task leaves it out): the consensus averages valid rows
+    only; invalid rows get score 0.
 
     Args:
         task_grads: ``(T, N)`` per-task gradients.
@@ -263,8 +282,72 @@ def harmony_scores(task_grads: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"task_grads must be (T, N), got shape {tuple(task_grads.shape)}"
         )
-    consensus = task_grads.mean(dim=0, keepdim=True)  # (1, N), new tensor
-    return consensus * task_grads  # (T, N)
+    num_tasks = task_grads.shape[0]
+    if valid is None:
+        valid = torch.ones(num_tasks, dtype=torch.bool, device=task_grads.device)
+    weight = valid.to(task_grads.dtype).unsqueeze(1)  # (T, 1)
+    grads = task_grads * weight  # (T, N), invalid rows zero
+    n_valid = int(valid.sum())
+    total = grads.sum(dim=0, keepdim=True)  # (1, N), new tensor
+    if leave_one_out and n_valid > 1:
+        consensus = (total - grads) / (n_valid - 1)  # (T, N)
+    else:
+        consensus = total / max(n_valid, 1)  # (1, N)
+    return consensus * grads  # (T, N)
+
+
+def clip_task_gradients(task_grads: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Each task's gradient scaled to L2 norm ``<= max_norm`` (a new tensor).
+
+    The release clips every task's harmony gradient (to 0.25) before the
+    consensus, so one task with large gradients cannot define "agreement" for
+    all. ``max_norm <= 0`` returns an unmodified copy.
+    """
+    out = task_grads.clone()
+    if max_norm <= 0:
+        return out
+    norms = out.norm(dim=1, keepdim=True)  # (T, 1)
+    scale = (max_norm / norms.clamp(min=1e-12)).clamp(max=1.0)  # (T, 1)
+    return out * scale
+
+
+def normalize_scores(kind: str, scores: torch.Tensor) -> torch.Tensor:
+    """Put a ``(T, N)`` score term on a unit-free scale, per task row.
+
+    So that ``γ`` in ``γ·h + importance`` means the same for every importance
+    kind (raw ``|θ|`` is ~10⁵× larger than raw ``h``):
+
+    - ``"none"``: unchanged (copy);
+    - ``"rank"``: ``rank(x) / (N − 1)`` in ``[0, 1]`` within the row (ties by
+      a stable sort);
+    - ``"scale"``: ``x / median(|x|)`` within the row (the row's mean ``|x|``
+      if the median is 0; unchanged if both are 0): a robust scale that keeps
+      signs and relative gaps.
+
+    Both ``rank`` and ``scale`` are invariant to multiplying a term by any
+    positive constant.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be (T, N), got shape {tuple(scores.shape)}")
+    if kind == "none":
+        return scores.clone()
+    if kind == "rank":
+        n = scores.shape[1]
+        order = torch.argsort(scores, dim=1, stable=True)  # (T, N)
+        ranks = torch.empty_like(order)
+        positions = torch.arange(n, device=scores.device).expand_as(order)
+        ranks.scatter_(1, order, positions)  # (T, N): rank of each entry
+        return ranks.to(torch.float32) / max(n - 1, 1)
+    if kind == "scale":
+        magnitude = scores.abs()  # (T, N)
+        scale = magnitude.median(dim=1, keepdim=True).values  # (T, 1)
+        fallback = magnitude.mean(dim=1, keepdim=True)  # (T, 1)
+        scale = torch.where(scale > 0, scale, fallback)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return scores / scale
+    raise ValueError(
+        f"unknown score normalization {kind!r}; valid kinds: {NORMALIZATIONS}"
+    )
 
 
 def importance_scores(
@@ -334,6 +417,7 @@ def drop_and_grow(
     drop_scores: torch.Tensor,
     grow_scores: torch.Tensor,
     k: int | torch.Tensor,
+    protected: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Swap ``k`` entries per task: drop the weakest active, grow the best inactive.
 
@@ -351,6 +435,9 @@ def drop_and_grow(
         drop_scores: ``(T, N)`` drop scores (e.g. ``γ·h_t + importance_t``).
         grow_scores: ``(T, N)`` grow scores (e.g. ``h_t``).
         k: number of swaps, one int for all tasks or a ``(T,)`` tensor.
+        protected: ``(N,)`` bool, entries that are never dropped (e.g. biases
+            and LayerNorm gains); ``k_t`` is then also clipped to the number
+            of droppable active entries. They may still be grown.
 
     Returns:
         A new ``(T, N)`` bool tensor.
@@ -374,15 +461,21 @@ def drop_and_grow(
         raise ValueError(f"k must be an int or a ({num_tasks},) tensor")
     if bool((k_t < 0).any()):
         raise ValueError("k must be non-negative")
+    droppable = masks
+    if protected is not None:
+        if protected.shape != (n,) or protected.dtype != torch.bool:
+            raise ValueError(f"protected must be a ({n},) bool tensor")
+        droppable = masks & ~protected.to(device).unsqueeze(0)  # (T, N)
     n_active = masks.sum(dim=1)  # (T,)
-    k_t = torch.minimum(torch.minimum(k_t, n_active), n - n_active)  # (T,)
+    n_droppable = droppable.sum(dim=1)  # (T,)
+    k_t = torch.minimum(torch.minimum(k_t, n_droppable), n - n_active)  # (T,)
     k_max = int(k_t.max()) if num_tasks > 0 else 0
     if k_max == 0:
         return masks.clone()
 
     drop_key = _finite_scores(drop_scores, "drop_scores").masked_fill(
-        ~masks, math.inf
-    )  # (T, N): inactive entries can never be dropped
+        ~droppable, math.inf
+    )  # (T, N): inactive or protected entries can never be dropped
     grow_key = _finite_scores(grow_scores, "grow_scores").masked_fill(
         masks, -math.inf
     )  # (T, N): active entries can never be grown
@@ -391,7 +484,7 @@ def drop_and_grow(
     ranks = torch.arange(k_max, device=device)  # (K,)
     selected = ranks.unsqueeze(0) < k_t.unsqueeze(1)  # (T, K): rank j < k_t
 
-    # Because k_t <= n_active_t, the first k_t drop indices are active entries;
+    # Because k_t <= n_droppable_t, the first k_t drop indices are droppable;
     # because k_t <= n_inactive_t, the first k_t grow indices were inactive.
     # Unselected ranks write their current value back (a no-op); indices in a
     # topk row are distinct, so the scatters are well defined.
@@ -406,8 +499,9 @@ def change_count(step: int, total_steps: int, fraction: float, num_active: int) 
 
     The cosine schedule lets masks move most mid-training and settle at the
     end (0 at ``step = 0`` and ``step = S``, ``⌊fraction·num_active⌋`` at
-    ``S/2``). Unlike the release's absolute ``k_max = 100`` it is a fraction of
-    each task's active entries. ``step`` is clamped into ``[0, S]``; the value
+    ``S/2``). ``fraction`` of each task's active entries, or, with
+    ``fraction = 1`` and ``num_active = k_max``, the release's absolute count
+    ``⌊k_max · sin²(π·s/S)⌋``. ``step`` is clamped into ``[0, S]``; the value
     is exactly symmetric around ``S/2``.
     """
     if total_steps <= 0:

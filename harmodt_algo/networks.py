@@ -10,14 +10,16 @@ batches, computed with one batched matmul instead of a Python loop over tasks.
 What is masked (documented choice, see README): every parameter of the
 transformer blocks (LayerNorms, fused QKV, attention output projection, MLP,
 biases included). Token embeddings, the timestep embedding, the final
-LayerNorm and the action head are shared by all tasks; they are trained by
-every task, like in the release where only their *updates* were masked.
+LayerNorm and the action head are shared by all tasks and trained by every
+task. (The release differs: it gives these layers per-task *update* masks,
+which also take part in its drop/grow; spec §4, §6.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -102,13 +104,26 @@ class TaskMasks(nn.Module):
 
     Buffers (not parameters) so d3rlpy's checkpointing carries them bit-exactly
     and the optimizer never sees them. One byte per entry per task in RAM.
-    ``step`` counts optimizer steps so a reloaded model resumes its schedules.
+    ``step`` counts optimizer steps so a reloaded model resumes its schedules;
+    ``changed`` (T,) counts every entry each task has dropped so far (the
+    total turnover). With ``accumulate_entries = N`` the module also holds the
+    accumulated-gradient harmony estimator's state: ``grad_sum`` (T, N) and
+    ``grad_count`` (T,), so a resumed run continues the running means exactly.
     """
 
     step: torch.Tensor
     schedule_horizon: torch.Tensor
+    changed: torch.Tensor
+    grad_sum: torch.Tensor
+    grad_count: torch.Tensor
 
-    def __init__(self, shapes: Mapping[str, tuple[int, ...]], num_tasks: int):
+    def __init__(
+        self,
+        shapes: Mapping[str, tuple[int, ...]],
+        num_tasks: int,
+        accumulate_entries: int = 0,
+        accumulate_dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.names: tuple[str, ...] = tuple(shapes)
         self.num_tasks = num_tasks
@@ -118,6 +133,40 @@ class TaskMasks(nn.Module):
             )
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         self.register_buffer("schedule_horizon", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("changed", torch.zeros(num_tasks, dtype=torch.int64))
+        self.register_buffer(
+            "grad_sum",
+            torch.zeros((num_tasks, accumulate_entries), dtype=accumulate_dtype),
+        )
+        self.register_buffer("grad_count", torch.zeros(num_tasks, dtype=torch.int64))
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        # Models saved before the turnover counter and the accumulator existed
+        # load with both at zero (an empty accumulator starts afresh).
+        for name in ("changed", "grad_sum", "grad_count"):
+            state_dict.setdefault(prefix + name, torch.zeros_like(getattr(self, name)))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    @property
+    def accumulates(self) -> bool:
+        """True when the accumulated-gradient estimator's state is held here."""
+        return self.grad_sum.shape[1] > 0
+
+    def accumulate(self, task_ids: torch.Tensor, grads: torch.Tensor) -> None:
+        """Add one gradient row per task: ``grads`` (U, N) for tasks (U,)."""
+        self.grad_sum.index_add_(0, task_ids, grads.to(self.grad_sum.dtype))
+        self.grad_count.index_add_(
+            0, task_ids, torch.ones_like(task_ids, dtype=torch.int64)
+        )
+
+    def mean_gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, N) float32 running means and (T,) bool: task saw a gradient."""
+        count = self.grad_count.clamp(min=1).to(torch.float32).unsqueeze(1)  # (T, 1)
+        return self.grad_sum.to(torch.float32) / count, self.grad_count > 0
+
+    def reset_accumulator(self) -> None:
+        self.grad_sum.zero_()
+        self.grad_count.zero_()
 
     def get(self, name: str) -> torch.Tensor:
         """The (T, *shape) bool mask of parameter ``name``."""

@@ -289,11 +289,13 @@ def test_list_and_the_committed_matrix_commands(
         argv = shlex.split(line)[3:]
         args = benchmark.build_parser().parse_args(argv)
         assert check_methods(args.methods) == list(example["METHODS"])
-        assert set(example["METHODS"]) >= set(benchmark.HARMODT_METHODS)
+        paper = {"harmodt-f", "harmodt-m", "harmodt-r", "mtdt", "prompt-dt"}
+        assert set(example["METHODS"]) >= paper
         assert args.steps == example["STEPS"] and args.threads == 1
         # the size options are valid for the selected methods (fails before training)
         overrides = benchmark.parse_overrides(args.set, check_methods(args.methods))
         assert overrides["harmodt-f"]["embed_size"] == 64
+        assert overrides["harmodt-f"]["protect_1d"] is False  # as the matrix ran
         assert overrides["mtdt-d3rlpy"]["hidden_units"] == [64]
         assert "embed_size" not in overrides.get("mtbc", {})
         datasets.add(parse_dataset(args.datasets).dataset_id)
@@ -336,14 +338,50 @@ def test_harmodt_cells_record_how_far_the_masks_moved(
         steps=4,
         eval_episodes=1,
         overrides={"harmodt-f": {**options, "change_schedule": "constant"}},
+        curve_every=2,
     )
     summary = run_matrix("harmodt-f", [DATASET], [0], tmp_path, settings)
     assert summary.ok
-    moved = _load(cell_path(tmp_path, matrix.dataset_id, "harmodt-f", 0))["masks"]
+    cell = _load(cell_path(tmp_path, matrix.dataset_id, "harmodt-f", 0))
+    moved = cell["masks"]
     assert moved["interval"] == 2
+    assert moved["settings"]["change_fraction"] == 0.5
+    assert moved["settings"]["protect_1d"] is True
+    # two updates, each swapping all ~20 % inactive entries (k is clipped to
+    # them): about half of the ~80 % active entries were dropped once
+    assert 0.3 < moved["turnover_mean"] <= 1.0
+    assert moved["turnover_mean"] >= moved["drift_mean"]
+    # the learning curve: the mid-run evaluation, then the final one
+    assert [p["step"] for p in cell["curve"]] == [2, 4]
+    assert cell["curve"][-1]["success_mean"] == cell["success_mean"]
+    assert cell["budget"]["curve_every"] == 2
     assert set(moved["drift"]) == {"reach-v3", "button-press-topdown-v3"}
     assert 0.0 < moved["drift_mean"] <= 1.0
     assert moved["overlap_final"] < 1.0 and moved["overlap_initial"] < 1.0
+
+
+def test_the_harmony_study_commands_are_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    study = runpy.run_path(str(ROOT / "examples" / "harmony_study.py"))
+    streams = study["commands"]()
+    assert len(streams) == 2
+    seen: set[tuple[str, int]] = set()
+    for stream in streams:
+        for line in stream.split(" && "):
+            args = benchmark.build_parser().parse_args(shlex.split(line)[3:])
+            methods = check_methods(args.methods)
+            overrides = benchmark.parse_overrides(args.set, methods)
+            assert args.steps == study["STEPS"] and args.threads == 1
+            for method in methods:
+                if method == "mtbc":
+                    assert overrides["mtbc"]["batch_size"] == 256
+                else:
+                    assert overrides[method]["batch_size"] == 16
+                    HarmoDTConfig.from_preset(method, **overrides[method]).validate()
+                seen |= {(method, seed) for seed in args.seeds}
+            assert (args.curve_every is not None) == (methods == ["mtdt"])
+    assert seen == {(m, s) for m in study["METHODS"] for s in study["SEEDS"]}
 
 
 # ----------------------------------------------------------------- bad input
@@ -359,7 +397,7 @@ def test_unknown_method_lists_the_valid_ones(
     for name in ("harmodt-f", "prompt-dt", "mtiql", "mtdt-d3rlpy", "mttd3bc"):
         assert name in message
     assert check_methods("MTBC, mtdt,mtbc") == ["mtbc", "mtdt"]
-    assert len(check_methods("all")) == len(benchmark.METHODS) == 10
+    assert len(check_methods("all")) == len(benchmark.METHODS) == 14
 
     code = benchmark.main(
         ["run", "--methods", "mtsac", "--datasets", "MT5:expert", "--steps", "1"]

@@ -274,7 +274,7 @@ def test_info_shows_tasks_config_densities_and_overlap(
     for task in TINY_TASKS:
         assert task in out
     assert "harmodt-f (run.json)" in out
-    assert "Jaccard" in out
+    assert "Jaccard" in out and "total turnover" in out
     assert f"{expected[0]:.3f}" in out  # the density column
 
     code, out, _ = run_cli(["info", str(tiny_run.model), "--json"], capsys)
@@ -297,6 +297,11 @@ def test_info_shows_tasks_config_densities_and_overlap(
     assert overlap["mean"] == pytest.approx(inter / union)
     assert overlap["min"] == overlap["max"] == overlap["mean"]  # one pair
     assert overlap["matrix"][0][0] == 1.0 and overlap["matrix"][1][1] == 1.0
+    # the mask-update settings and the total turnover (entries ever dropped)
+    assert info["mask_update"]["importance"] == algo.config.importance
+    assert info["mask_update"]["protect_1d"] is algo.config.protect_1d
+    turnover = algo.impl.mask_turnover().tolist()
+    assert info["mask_turnover"]["per_task"]["reach-v3"] == pytest.approx(turnover[0])
 
 
 def test_info_infers_the_preset_without_run_file(

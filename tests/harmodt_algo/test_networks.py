@@ -201,7 +201,9 @@ def test_task_masks_are_bool_buffers_and_validate_shapes() -> None:
     _, masks, _ = build()
     state = masks.state_dict()
     mask_tensors = [
-        v for k, v in state.items() if k not in ("step", "schedule_horizon")
+        v
+        for k, v in state.items()
+        if k not in ("step", "schedule_horizon", "changed", "grad_sum", "grad_count")
     ]
     assert mask_tensors and all(v.dtype == torch.bool for v in mask_tensors)
     assert all(v.shape[0] == T for v in mask_tensors)

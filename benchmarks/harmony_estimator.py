@@ -1,0 +1,261 @@
+r"""Is the mask choice signal or noise? Each harmony estimator, measured twice.
+
+For every estimator of the task gradients that the mask update can use, this
+script computes the drop and grow sets of one update **twice, from
+independent data**, at the same model state, and prints
+
+* their Jaccard overlap (mean over tasks) beside the overlap two *random*
+  sets of the same size would have (chance): a choice that is signal repeats
+  itself, noise does not;
+* the immediate change of a held-out loss (dropout off, fixed sequences of
+  every task) when that update is applied, beside a *random* update of the
+  same size (same k per task, same protected entries).
+
+Estimators (one row each):
+
+* ``batch-16`` — a fresh batch of 16 sequences per task, dropout on (the
+  ``batch`` estimator with this project's former defaults);
+* ``batch-8-clip`` — 8 sequences, dropout on, each task's gradient clipped to
+  0.25 before the consensus (the release's procedure);
+* ``batch-128-nodrop`` — 128 sequences per task, dropout off;
+* ``accum-W`` — the ``accumulated`` estimator: the running mean of the
+  training gradients over a window of W training steps (round robin, batch
+  16, so W/T steps per task). "Independent data" = two continuations of
+  training from the same checkpoint that sample different sequences.
+
+Scoring: HarmoDT-F's (fisher importance, γ = 10, 1-D parameters protected);
+rows marked ``+loo+rank`` use the leave-one-out consensus and rank
+normalisation (the ``harmodt-plus`` preset's scoring). k = 100 entries per
+task (the release's k_max).
+
+    python benchmarks/harmony_estimator.py                  # MT5 sub-optimal
+    python benchmarks/harmony_estimator.py --dataset metaworld-v3/mt10/sub-optimal-v0
+
+The dataset must exist (``harmodt-recipes metaworld --suite MT5 --quality
+sub-optimal --episodes-per-task 50``). About 3 minutes on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import harmodt_algo  # noqa: F401  (silences d3rlpy's old-gym notice)
+
+# isort: split
+import d3rlpy
+import minari
+import numpy as np
+import structlog
+import torch
+from d3rlpy.logging import NoopAdapterFactory
+
+from harmodt_algo import HarmoDT
+from harmodt_algo import masks as mask_ops
+from harmodt_algo.data import MultiTaskDataset, as_multitask_dataset
+
+SIZE = dict(embed_size=64, num_layers=2, num_heads=4, batch_size=16)
+K = 100
+
+
+def _fit(algo: HarmoDT, data: MultiTaskDataset, steps: int) -> None:
+    algo.fit(
+        data,
+        n_steps=steps,
+        n_steps_per_epoch=steps,
+        logger_adapter=NoopAdapterFactory(),
+        show_progress=False,
+    )
+
+
+def _copy(path: Path, seed: int = 0, **options: Any) -> HarmoDT:
+    """The checkpoint again, with other mask-update options or data seed."""
+    algo = d3rlpy.load_learnable(str(path))
+    assert isinstance(algo, HarmoDT) and algo.impl is not None
+    algo.config.seed = seed
+    algo.set_mask_update(**options)
+    return algo
+
+
+def _batch_grads(
+    algo: HarmoDT, data: MultiTaskDataset, size: int, seed: int
+) -> torch.Tensor:
+    assert algo.impl is not None
+    rng = np.random.default_rng(seed)
+    batches = [
+        algo._to_torch(
+            data.sample_batch(
+                np.full(size, data.task_names.index(name)),
+                algo.config.context_size,
+                rng,
+            )
+        )
+        for name in algo.task_names
+    ]
+    torch.manual_seed(seed)
+    return algo.impl.task_gradients(batches)  # (T, N)
+
+
+def _accum_grads(path: Path, data: MultiTaskDataset, window: int, seed: int) -> Any:
+    algo = _copy(path, seed=seed)
+    assert algo.impl is not None
+    algo.impl._modules.masks.reset_accumulator()
+    _fit(algo, data, window)
+    grads, _ = algo.impl._modules.masks.mean_gradients()
+    return grads
+
+
+def _sets(old: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return old & ~new, ~old & new  # dropped, grown (T, N)
+
+
+def _jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
+    inter = (a & b).sum(1).double()
+    union = (a | b).sum(1).double().clamp(min=1)
+    return float((inter / union).mean())
+
+
+def _chance(k: int, pool: float) -> float:
+    """Expected Jaccard of two random k-subsets of a pool of ``pool`` entries."""
+    p = k / pool
+    return p / (2 - p)
+
+
+def _held_out_loss(algo: HarmoDT, batches: list[Any]) -> float:
+    impl = algo.impl
+    assert impl is not None
+    net = impl._modules.transformer
+    net.eval()
+    with torch.no_grad():
+        total = 0.0
+        for t, batch in enumerate(batches):
+            ids = torch.full((batch.actions.shape[0],), t, dtype=torch.long)
+            total += float(impl._per_sequence_loss(batch, impl._weights(ids)).mean())
+    net.train()
+    return total / len(batches)
+
+
+def _loss_change(
+    algo: HarmoDT, new: torch.Tensor, batches: list[Any]
+) -> tuple[float, float]:
+    """Held-out loss change of applying ``new`` and of a random update of the
+    same size per task."""
+    impl = algo.impl
+    assert impl is not None
+    masks = impl._modules.masks
+    old = impl.flat_masks().clone()
+    base = _held_out_loss(algo, batches)
+    shapes = {n: tuple(impl._masked[n].shape) for n in impl.masked_names}
+
+    def apply(flat: torch.Tensor) -> float:
+        masks.assign(mask_ops.unflatten_masks(flat, shapes, impl.masked_names))
+        value = _held_out_loss(algo, batches) - base
+        masks.assign(mask_ops.unflatten_masks(old, shapes, impl.masked_names))
+        return value
+
+    k = (old & ~new).sum(1)  # (T,)
+    g = torch.Generator().manual_seed(0)
+    rand = mask_ops.drop_and_grow(
+        old,
+        torch.rand(old.shape, generator=g),
+        torch.rand(old.shape, generator=g),
+        k,
+        protected=impl.protected_entries(),
+    )
+    return apply(new), apply(rand)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="metaworld-v3/mt5/sub-optimal-v0")
+    parser.add_argument("--warmup-steps", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    structlog.configure(  # d3rlpy's per-fit INFO lines would bury the table
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
+    )
+    t0 = time.perf_counter()
+    data = as_multitask_dataset(minari.load_dataset(args.dataset))
+    base = HarmoDT.from_preset(
+        "harmodt-f",
+        **SIZE,
+        harmony_estimator="accumulated",
+        mask_interval=0,
+        prompt_length=0,
+    )
+    _fit(base, data, args.warmup_steps)
+    assert base.impl is not None
+    tmp = Path(tempfile.mkdtemp())
+    path = tmp / "base.d3"
+    base.save(str(path))
+    rng = np.random.default_rng(12345)
+    held_out = [
+        base._to_torch(data.sample_batch(np.full(64, t), base.config.context_size, rng))
+        for t in range(data.num_tasks)
+    ]
+    num_tasks = data.num_tasks
+    old = base.impl.flat_masks()
+    protected = base.impl.protected_entries()
+    droppable = float((old & ~protected).sum(1).double().mean())
+    inactive = float((~old).sum(1).double().mean())
+    counts = torch.full((num_tasks,), K)
+    valid = torch.ones(num_tasks, dtype=torch.bool)
+
+    rows: list[tuple[str, float, float, float, float]] = []
+
+    def measure(name: str, g1: torch.Tensor, g2: torch.Tensor, algo: HarmoDT) -> None:
+        assert algo.impl is not None
+        gen = torch.Generator().manual_seed(0)
+        new1, _ = algo.impl.propose_masks(g1, valid, counts, gen)
+        new2, _ = algo.impl.propose_masks(g2, valid, counts, gen)
+        d1, r1 = _sets(old, new1)
+        d2, r2 = _sets(old, new2)
+        dl, dl_rand = _loss_change(algo, new1, held_out)
+        rows.append((name, _jaccard(d1, d2), _jaccard(r1, r2), dl, dl_rand))
+        print(f"  measured {name}", flush=True)
+
+    default = _copy(path)
+    plus = _copy(path, harmony_leave_one_out=True, score_normalization="rank")
+    for name, size, dropout, clip in (
+        ("batch-16", 16, True, 0.0),
+        ("batch-8-clip", 8, True, 0.25),
+        ("batch-128-nodrop", 128, False, 0.0),
+    ):
+        algo = _copy(path, harmony_dropout=dropout, harmony_grad_clip=clip)
+        g1 = _batch_grads(algo, data, size, seed=1)
+        g2 = _batch_grads(algo, data, size, seed=2)
+        measure(name, g1, g2, algo)
+        if name == "batch-128-nodrop":
+            measure(name + "+loo+rank", g1, g2, plus)
+    for window in (100, 500):
+        g1 = _accum_grads(path, data, window, seed=1)
+        g2 = _accum_grads(path, data, window, seed=2)
+        measure(f"accum-{window}", g1, g2, default)
+        measure(f"accum-{window}+loo+rank", g1, g2, plus)
+
+    print()
+    print(
+        f"dataset {args.dataset}, {num_tasks} tasks, model after "
+        f"{args.warmup_steps} steps (embed 64, 2 layers, batch 16), k = {K} per "
+        f"task; chance Jaccard: drop {_chance(K, droppable):.4f}, grow "
+        f"{_chance(K, inactive):.4f}"
+    )
+    print()
+    print(
+        "| estimator | drop-set Jaccard | grow-set Jaccard | Δ held-out loss "
+        "(update) | Δ held-out loss (random update) |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for name, jd, jg, dl, dr in rows:
+        print(f"| `{name}` | {jd:.3f} | {jg:.3f} | {dl:+.5f} | {dr:+.5f} |")
+    print()
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

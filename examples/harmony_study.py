@@ -1,0 +1,205 @@
+r"""Does the harmony score help? The controlled study, as commands + a table.
+
+MT10 sub-optimal, 5 seeds, every transformer at one size and budget (embed
+64, 2 layers, batch 16, 10 000 steps), 20 held-out goals per task. Methods:
+MTDT, Sparse-static (ERK masks that never change, no prompt: the control that
+separates "having masks" from "rewiring them"), HarmoDT-F as first committed
+(v0), HarmoDT-F with the release-sized change per update, HarmoDT+ (the
+low-noise update), Prompt-DT and MTBC. MTDT's cells also evaluate at half the
+budget (the learning curve that says whether the budget has converged).
+
+    python examples/harmony_study.py                 # the run commands
+    python examples/harmony_study.py | xargs -d '\n' -P 2 -I{} sh -c '{}'
+    python examples/harmony_study.py --table         # docs/benchmarks/study.md
+
+Cells resume (``results/study``), so the study can be run in parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATASET = "MT10:sub-optimal"
+DATASET_SLUG = "metaworld-v3__mt10__sub-optimal-v0"
+SEEDS = (0, 1, 2, 3, 4)
+STEPS = 10_000
+EVAL_EPISODES = 20
+EPISODES_PER_TASK = 50
+SIZE = ("embed_size=64", "num_layers=2", "num_heads=4", "batch_size=16")
+RESULTS = "results/study"
+TABLE = "docs/benchmarks/study.md"
+CURVE = "docs/benchmarks/study_curve.png"
+#: the two parallel streams of cells (one per core), each seeds-outer
+STREAMS: tuple[tuple[tuple[str, ...], ...], ...] = (
+    (("mtdt",), ("sparse-static", "harmodt-plus", "mtbc")),
+    (("harmodt-f-v0", "harmodt-f-release", "prompt-dt"),),
+)
+METHODS = (
+    "mtdt",
+    "sparse-static",
+    "harmodt-f-v0",
+    "harmodt-f-release",
+    "harmodt-plus",
+    "prompt-dt",
+    "mtbc",
+)
+REFERENCES = ("mtdt", "sparse-static")
+#: t_{0.975, df} for 95 % confidence intervals of paired differences
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365}
+
+
+def _run(methods: tuple[str, ...], seed: int, python: str) -> str:
+    argv = [
+        python,
+        *("-m", "harmodt_algo.benchmark", "run"),
+        *("--methods", ",".join(methods), "--datasets", DATASET),
+        *("--seeds", str(seed), "--steps", str(STEPS)),
+        *("--eval-episodes", str(EVAL_EPISODES)),
+        *("--episodes-per-task", str(EPISODES_PER_TASK)),
+        *(arg for option in SIZE for arg in ("--set", option)),
+        *(("--set", "mtbc.batch_size=256") if "mtbc" in methods else ()),
+        *(("--curve-every", str(STEPS // 2)) if methods == ("mtdt",) else ()),
+        *("--threads", "1", "--out", RESULTS),
+    ]
+    return shlex.join(argv)
+
+
+def commands(python: str = "python") -> list[str]:
+    """One shell line per stream: its run commands, seeds outer."""
+    return [
+        " && ".join(_run(group, seed, python) for seed in SEEDS for group in stream)
+        for stream in STREAMS
+    ]
+
+
+def _cells(results: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for method in METHODS:
+        for path in sorted((results / DATASET_SLUG / method).glob("seed*.json")):
+            cell = json.loads(path.read_text())
+            out.setdefault(method, {})[int(cell["seed"])] = cell
+    return out
+
+
+def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval half-width (nan for fewer than 2 values)."""
+    n = len(values)
+    mean = float(values.mean())
+    if n < 2:
+        return mean, math.nan, float("nan")
+    sd = float(values.std(ddof=1))
+    return mean, sd, _T975[n - 1] * sd / math.sqrt(n)
+
+
+def table(results: Path) -> str:
+    cells = _cells(results)
+    lines = [
+        "| method | seeds | success % (mean ± std) | train min/cell | mask turnover | "
+        + " | ".join(f"Δ vs {r} (95 % CI)" for r in REFERENCES)
+        + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(REFERENCES),
+    ]
+    for method in METHODS:
+        by_seed = cells.get(method, {})
+        if not by_seed:
+            continue
+        seeds = sorted(by_seed)
+        success = np.array([100 * by_seed[s]["success_mean"] for s in seeds])
+        mean, sd, _ = _mean_ci(success)
+        train = np.mean([by_seed[s]["train_time_s"] for s in seeds]) / 60
+        masks = [by_seed[s].get("masks") for s in seeds]
+        turnover = (
+            f"{100 * np.mean([m.get('turnover_mean', 0.0) for m in masks]):.2f} %"
+            if all(masks)
+            else "—"
+        )
+        deltas = []
+        for ref in REFERENCES:
+            ref_cells = cells.get(ref, {})
+            paired = [s for s in seeds if s in ref_cells]
+            if method == ref or len(paired) < 2:
+                deltas.append("—")
+                continue
+            diff = np.array(
+                [
+                    100 * (by_seed[s]["success_mean"] - ref_cells[s]["success_mean"])
+                    for s in paired
+                ]
+            )
+            d_mean, _, half = _mean_ci(diff)
+            deltas.append(
+                f"{d_mean:+.1f} [{d_mean - half:+.1f}, {d_mean + half:+.1f}] "
+                f"(n={len(paired)})"
+            )
+        lines.append(
+            f"| {by_seed[seeds[0]]['label']} | {len(seeds)} | {mean:.1f} ± "
+            f"{sd:.1f} | {train:.1f} | {turnover} | " + " | ".join(deltas) + " |"
+        )
+    curve = _curve_rows(cells.get("mtdt", {}))
+    return "\n".join(lines) + "\n\n" + curve
+
+
+def _curve_rows(mtdt: dict[int, dict[str, Any]]) -> str:
+    points: dict[int, list[float]] = {}
+    for cell in mtdt.values():
+        for point in cell.get("curve") or ():
+            points.setdefault(int(point["step"]), []).append(
+                100 * point["success_mean"]
+            )
+    if not points:
+        return ""
+    rows = ["| MTDT at step | seeds | success % (mean ± std) |", "|---:|---:|---:|"]
+    for step in sorted(points):
+        values = np.array(points[step])
+        mean, sd, _ = _mean_ci(values)
+        rows.append(f"| {step} | {len(values)} | {mean:.1f} ± {sd:.1f} |")
+    return "\n".join(rows) + "\n"
+
+
+def plot_curve(results: Path, out: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for seed, cell in sorted(_cells(results).get("mtdt", {}).items()):
+        curve = cell.get("curve") or []
+        ax.plot(
+            [p["step"] for p in curve],
+            [100 * p["success_mean"] for p in curve],
+            marker="o",
+            label=f"seed {seed}",
+        )
+    ax.set_xlabel("gradient step")
+    ax.set_ylabel("MTDT mean success (%)")
+    ax.set_title("MTDT learning curve, MT10 sub-optimal")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--table", action="store_true", help=f"write {TABLE}")
+    parser.add_argument("--results", default=RESULTS)
+    parser.add_argument("--python", default="python")
+    args = parser.parse_args()
+    if not args.table:
+        print("\n".join(commands(args.python)))
+        return
+    text = table(Path(args.results))
+    Path(TABLE).write_text(text)
+    plot_curve(Path(args.results), Path(CURVE))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
