@@ -57,6 +57,7 @@ from dataset_recipes.envs import GOALS_PER_MAKE_SEED, make_env
 
 from .data import MultiTaskDataset, as_multitask_dataset
 from .harmodt import HarmoDT
+from .naming import metric_key
 
 __all__ = [
     "MultiTaskPolicy",
@@ -536,8 +537,8 @@ class EvaluationResult:
         """Flat metrics for a logger (one d3rlpy CSV per name)."""
         out: dict[str, float] = {}
         for r in self.tasks:
-            out[f"success_{r.task}"] = r.success_rate
-            out[f"return_{r.task}"] = r.mean_return
+            out[metric_key("success", r.task)] = r.success_rate
+            out[metric_key("return", r.task)] = r.mean_return
         out["success_mean"] = self.success_mean
         out["return_mean"] = self.return_mean
         return out

@@ -54,6 +54,7 @@ from typing_extensions import Self
 from . import masks as mask_ops
 from .data import MultiTaskDataset, as_multitask_dataset, balanced_task_ids
 from .impl import HarmoDTImpl, HarmoDTModules, MaskUpdateSettings
+from .naming import metric_key
 from .networks import MaskedDecisionTransformer, PromptBank, TaskMasks, activation_names
 from .optimizer import MaskedAdamWFactory
 
@@ -381,6 +382,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             else 0,
             accumulate_dtype=ACCUMULATOR_DTYPES[cfg.accumulator_dtype],
         ).to(self._device)
+        task_masks.step.fill_(self._grad_step)  # a set_grad_step before building
         densities = mask_ops.layer_densities(cfg.mask_init, shapes, 1.0 - cfg.sparsity)
         generator = torch.Generator().manual_seed(cfg.seed)
         task_masks.assign(
@@ -466,7 +468,16 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
     @property
     def grad_step(self) -> int:
         """Optimizer steps taken so far (saved with the model, so resumable)."""
-        return self._impl.step if self._impl else 0
+        return self._impl.step if self._impl else self._grad_step
+
+    def set_grad_step(self, grad_step: int) -> None:
+        """Set the step counter (d3rlpy's API): the schedules and the per-step
+        sampling seeds read it, so this is also how a run is positioned."""
+        if grad_step < 0:
+            raise ValueError(f"grad_step must be >= 0, got {grad_step}")
+        super().set_grad_step(grad_step)
+        if self._impl is not None:
+            self._impl._modules.masks.step.fill_(grad_step)
 
     def task_index(self, task: str | int) -> int:
         names = self.task_names
@@ -541,7 +552,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         out = {}
         for key, value in metrics.items():
             if key.startswith("task_loss/"):
-                key = "loss_" + self.task_names[int(key.split("/")[1])]
+                key = metric_key("loss", self.task_names[int(key.split("/")[1])])
             out[key] = value
         return out
 
@@ -790,8 +801,8 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             else:
                 ret = float(target)
             actor = self.for_task(name).as_stateful_wrapper(ret, sampler)
-            scores[f"environment_{name}"] = evaluate_transformer_with_environment(
-                algo=actor, env=env
+            scores[metric_key("environment", name)] = (
+                evaluate_transformer_with_environment(algo=actor, env=env)
             )
         scores["environment"] = float(np.mean(list(scores.values())))
         return scores

@@ -477,3 +477,19 @@ def test_fit_on_a_task_subset_fails_before_training_when_masks_update() -> None:
     frozen = fit(HarmoDT(small(mask_interval=0)), data, 1)
     fit(frozen, subset, 2)  # without mask updates a subset is fine
     assert frozen.grad_step == 3
+
+
+def test_set_grad_step_positions_the_counter_as_d3rlpy_expects() -> None:
+    algo = HarmoDT(small())
+    algo.set_grad_step(7)  # before building: the built model starts there
+    algo.build_with_dataset(synthetic())
+    assert algo.grad_step == 7
+    data = synthetic()
+    batch = data.sample_batch(np.zeros(8, dtype=np.int64), 5, np.random.default_rng(0))
+    algo.update(batch)
+    assert algo.grad_step == 8  # d3rlpy's update_tester: +1 per update
+    algo.set_grad_step(0)
+    assert algo.grad_step == 0
+    assert algo.impl is not None and int(algo.impl._modules.masks.step) == 0
+    with pytest.raises(ValueError, match="grad_step"):
+        algo.set_grad_step(-1)
