@@ -77,6 +77,7 @@ from .baselines import (
 )
 from .data import MultiTaskDataset, as_multitask_dataset
 from .harmodt import PRESETS, HarmoDT, HarmoDTConfig, mask_update_settings
+from .options import OptionError, parse_device, parse_value
 
 __all__ = [
     "BenchmarkError",
@@ -536,16 +537,10 @@ def _jsonable(value: Any) -> Any:
 
 def _torch_device(device: str) -> Any:
     """``cpu`` → False (d3rlpy's CPU), ``cuda``/``cuda:N`` → ``cuda:N``."""
-    text = (device or "cpu").strip().lower()
-    if text in ("cpu", "cpu:0"):
-        return False
-    if re.fullmatch(r"cuda(:\d+)?", text):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise BenchmarkError(f"--device {device}: CUDA is not available here")
-        return text if ":" in text else "cuda:0"
-    raise BenchmarkError(f"unknown device {device!r}; use cpu or cuda:N")
+    try:
+        return parse_device(device)
+    except OptionError as exc:
+        raise BenchmarkError(f"--device: {exc}") from None
 
 
 def count_parameters(algo: Any) -> int:
@@ -1550,14 +1545,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_value(text: str) -> Any:
-    lowered = text.strip()
-    if lowered in ("True", "False"):
-        return lowered == "True"
-    try:
-        return json.loads(lowered)
-    except ValueError:
-        return lowered
+def _option_default(method: str, option: str) -> Any:
+    """The default of ``option`` for ``method``: what types a ``--set`` value."""
+    if method in HARMODT_METHODS:
+        return getattr(HarmoDTConfig.from_preset(method), option)
+    if option == HIDDEN_UNITS_KEY:
+        return [256, 256]  # a list: parsed as JSON
+    return getattr(baseline_config(method), option)
 
 
 def parse_overrides(
@@ -1571,7 +1565,6 @@ def parse_overrides(
             raise BenchmarkError(f"--set {item!r}: expected [METHOD.]KEY=VALUE")
         key, raw = item.split("=", 1)
         key = key.strip()
-        value = _parse_value(raw)
         method, _, option = key.rpartition(".")
         if method:
             method = check_methods([method])[0]
@@ -1590,6 +1583,10 @@ def parse_overrides(
                     f"--set {item!r}: {target} has no option {option!r}; valid: "
                     f"{', '.join(sorted(method_options(target)))}"
                 )
+            try:
+                value = parse_value(option, raw, _option_default(target, option))
+            except OptionError as exc:
+                raise BenchmarkError(f"--set {item!r}: {target}: {exc}") from None
             out.setdefault(target, {})[option] = value
     return out
 

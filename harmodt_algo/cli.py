@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
+from .options import OptionError, parse_device, parse_value
+
 if TYPE_CHECKING:  # pragma: no cover
     from .evaluation import EvaluationResult, MultiTaskEvaluator
     from .harmodt import HarmoDT, HarmoDTConfig
@@ -308,23 +310,11 @@ def _positive(name: str, value: int | None, allow_zero: bool = False) -> None:
 
 
 def _parse_value(key: str, text: str, default: Any) -> Any:
-    """``text`` as the type of the field's default (bool before int: bool is an int)."""
-    if isinstance(default, bool):
-        lowered = text.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise CliError(f"--set {key}: expected true/false, got {text!r}")
+    """``text`` typed as the field's default (the shared option parser)."""
     try:
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-    except ValueError:
-        kind = type(default).__name__
-        raise CliError(f"--set {key}: expected {kind}, got {text!r}") from None
-    return text
+        return parse_value(key, text, default)
+    except OptionError as exc:
+        raise CliError(f"--set {exc}") from None
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -415,8 +405,9 @@ def load_model(path: str | Path, device: str | None = None) -> HarmoDT:
         raise CliError(f"no model file {str(file)!r}")
     if not file.is_file():
         raise CliError(f"{str(file)!r} is not a file")
+    torch_device = _device(device)  # a bad device is not a bad model file
     try:
-        algo = d3rlpy.load_learnable(str(file), device=_device(device))
+        algo = d3rlpy.load_learnable(str(file), device=torch_device)
     except Exception as exc:  # pickle / torch / d3rlpy all fail differently
         reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
         raise CliError(
@@ -430,13 +421,10 @@ def load_model(path: str | Path, device: str | None = None) -> HarmoDT:
 
 
 def _device(device: str | None) -> str | bool:
-    if device is None or device.strip().lower() in ("", "cpu"):
-        return False
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CliError(f"--device {device}: CUDA is not available on this machine")
-    return device
+    try:
+        return parse_device(device)
+    except OptionError as exc:
+        raise CliError(f"--device: {exc}") from None
 
 
 def _read_run_file(model: Path) -> dict[str, Any]:

@@ -382,7 +382,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             else 0,
             accumulate_dtype=ACCUMULATOR_DTYPES[cfg.accumulator_dtype],
         ).to(self._device)
-        task_masks.step.fill_(self._grad_step)  # a set_grad_step before building
+        task_masks.step.fill_(super().grad_step)  # a set_grad_step before building
         densities = mask_ops.layer_densities(cfg.mask_init, shapes, 1.0 - cfg.sparsity)
         generator = torch.Generator().manual_seed(cfg.seed)
         task_masks.assign(
@@ -468,7 +468,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
     @property
     def grad_step(self) -> int:
         """Optimizer steps taken so far (saved with the model, so resumable)."""
-        return self._impl.step if self._impl else self._grad_step
+        return self._impl.step if self._impl else super().grad_step
 
     def set_grad_step(self, grad_step: int) -> None:
         """Set the step counter (d3rlpy's API): the schedules and the per-step

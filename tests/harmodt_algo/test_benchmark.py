@@ -441,7 +441,7 @@ def test_bad_options_fail_before_any_work(minari_path: Path, tmp_path: Path) -> 
         reserved.validate()
     with pytest.raises(BenchmarkError, match="steps must be a positive int"):
         BenchmarkSettings(steps=0).validate()
-    with pytest.raises(BenchmarkError, match="cpu or cuda"):
+    with pytest.raises(BenchmarkError, match="cpu, cuda or cuda:N"):
         BenchmarkSettings(steps=1, device="tpu").validate()
     with pytest.raises(BenchmarkError, match="no selected method has"):
         benchmark.parse_overrides(["embed_size=3"], ["mtbc"])
@@ -450,3 +450,43 @@ def test_bad_options_fail_before_any_work(minari_path: Path, tmp_path: Path) -> 
         "mtdt": {"batch_size": 3},
     }
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("item", "needle"),
+    [
+        ("embed_size=abc", "expected an integer"),
+        ("embed_size=32.0", "expected an integer"),
+        ("compile_graph=maybe", "expected true or false"),
+        ("mtbc.hidden_units=[64", "expected a JSON value"),
+    ],
+)
+def test_set_values_are_typed_like_the_option(item: str, needle: str) -> None:
+    with pytest.raises(BenchmarkError, match=needle):
+        benchmark.parse_overrides([item], ["mtdt", "mtbc"])
+
+
+def test_set_values_use_the_one_shared_parser() -> None:
+    overrides = benchmark.parse_overrides(
+        [
+            "compile_graph=no",
+            "embed_size=32",
+            'mtdt.task_schedule="mixed"',
+            "mtdt.harmony_gamma=2",
+            "mtbc.hidden_units=[64, 64]",
+        ],
+        ["mtdt", "mtbc"],
+    )
+    assert overrides["mtdt"]["compile_graph"] is False
+    assert overrides["mtdt"]["embed_size"] == 32
+    assert overrides["mtdt"]["task_schedule"] == "mixed"
+    assert overrides["mtdt"]["harmony_gamma"] == 2.0
+    assert isinstance(overrides["mtdt"]["harmony_gamma"], float)
+    assert overrides["mtbc"]["hidden_units"] == [64, 64]
+
+
+@pytest.mark.parametrize("device", ["nonsense", "gpu", "mps", "cuda", "cuda:1"])
+def test_bad_devices_are_one_line(device: str) -> None:
+    with pytest.raises(BenchmarkError, match="--device") as info:
+        BenchmarkSettings(steps=1, device=device).validate()
+    assert "\n" not in str(info.value)

@@ -295,7 +295,7 @@ def test_info_shows_tasks_config_densities_and_overlap(
     inter = (flat[0] & flat[1]).sum().item()
     union = (flat[0] | flat[1]).sum().item()
     assert overlap["mean"] == pytest.approx(inter / union)
-    assert overlap["min"] == overlap["max"] == overlap["mean"]  # one pair
+    assert overlap["min"] == overlap["max"] == pytest.approx(overlap["mean"])  # 1 pair
     assert overlap["matrix"][0][0] == 1.0 and overlap["matrix"][1][1] == 1.0
     # the mask-update settings and the total turnover (entries ever dropped)
     assert info["mask_update"]["importance"] == algo.config.importance
@@ -461,3 +461,51 @@ def test_benchmark_command_delegates_to_the_harness(
         code = exc.code  # type: ignore[assignment]
     assert code == 2
     assert "harmodt-f" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["nonsense", "gpu", "mps", "cuda"])
+def test_bad_device_is_one_line_and_writes_nothing(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str], device: str
+) -> None:
+    if device == "cuda" and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    logdir = tmp_path / "runs"
+    code, out, err = run_cli(
+        ["train", "--dataset", tiny_run.dataset_id, *TINY_ARGS]
+        + ["--device", device, "--logdir", str(logdir)],
+        capsys,
+    )
+    assert_one_line_error(
+        code, err, "--device", "cpu, cuda or cuda:N" if device != "cuda" else "CUDA"
+    )
+    assert not logdir.exists()
+    code, out, err = run_cli(
+        ["evaluate", str(tiny_run.model), "--device", device, "--no-progress"], capsys
+    )
+    assert_one_line_error(code, err, "--device")
+    assert "model file" not in err
+
+
+@pytest.mark.parametrize(
+    ("item", "needle"),
+    [
+        ("embed_size=abc", "expected an integer"),
+        ("embed_size=32.0", "expected an integer"),
+        ("compile_graph=maybe", "expected true or false"),
+    ],
+)
+def test_bad_set_values_are_one_line(
+    tiny_run: TinyRun,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    item: str,
+    needle: str,
+) -> None:
+    logdir = tmp_path / "runs"
+    code, _, err = run_cli(
+        ["train", "--dataset", tiny_run.dataset_id, *TINY_ARGS]
+        + ["--set", item, "--logdir", str(logdir)],
+        capsys,
+    )
+    assert_one_line_error(code, err, "--set", needle)
+    assert not logdir.exists()
