@@ -53,7 +53,8 @@ def parse_value(key: str, text: str, default: Any) -> Any:
 
     bool: true/false, yes/no, on/off, 1/0; int: an integer literal (``32.0``
     is refused); float: any float; str: as is (or a quoted JSON string);
-    anything else (lists, None): JSON. The message names the option and the expected type.
+    anything else (lists, None): JSON. The message names the option and the
+    expected type.
     """
     raw = text.strip()
     if isinstance(default, bool):  # before int: bool is an int
