@@ -51,6 +51,7 @@ from d3rlpy.dataset import (
     EpisodeBase,
     PartialTrajectory,
     ReplayBuffer,
+    ReplayBufferBase,
     Signature,
     TrajectoryMiniBatch,
 )
@@ -75,7 +76,11 @@ I64: TypeAlias = npt.NDArray[np.int64]
 MultiTaskSource: TypeAlias = (
     "MultiTaskDataset | MinariDataset | str | Sequence[MinariDataset] | "
     "Sequence[str] | Mapping[str, MinariDataset] | Mapping[str, Sequence[EpisodeBase]]"
+    " | ReplayBufferBase | Mapping[str, ReplayBufferBase]"
 )
+
+#: The task name of a d3rlpy dataset passed on its own (it has no task label).
+SINGLE_TASK_NAME = "default"
 
 
 class DatasetError(ValueError):
@@ -978,8 +983,14 @@ def as_multitask_dataset(
     Accepts a ``MultiTaskDataset`` (returned as is), a ``MinariDataset`` or a
     dataset id string (loaded with ``minari.load_dataset``; one multi-task
     dataset), a sequence or mapping of ``MinariDataset`` / dataset ids (one
-    per task), or a mapping ``task_name -> [d3rlpy Episode, ...]``.
+    per task), a mapping ``task_name -> [d3rlpy Episode, ...]``, a d3rlpy
+    dataset (``ReplayBuffer``: one task, named ``task_names[0]`` or
+    ``"default"``, as d3rlpy's own algorithms take it), or a mapping
+    ``task_name -> ReplayBuffer`` (one buffer per task).
     """
+    if isinstance(source, ReplayBufferBase):
+        name = task_names[0] if task_names else SINGLE_TASK_NAME
+        return MultiTaskDataset.from_episodes({name: list(source.episodes)})
     if isinstance(source, MultiTaskDataset):
         if task_names is not None and tuple(task_names) != source.task_names:
             raise DatasetError(
@@ -998,6 +1009,13 @@ def as_multitask_dataset(
         if not source:
             raise DatasetError("no tasks: the mapping is empty.")
         values = list(source.values())
+        if _all(values, (ReplayBufferBase,)):
+            names = [str(k) for k in source]
+            order = _order_tasks(names, task_names, "the mapping")
+            by_name = dict(zip(names, values, strict=True))
+            return MultiTaskDataset.from_episodes(
+                {n: list(by_name[n].episodes) for n in order}
+            )
         if _all(values, (MinariDataset, str)):
             return MultiTaskDataset.from_minari(
                 {
@@ -1030,5 +1048,6 @@ def as_multitask_dataset(
     raise TypeError(
         f"cannot build a multi-task dataset from {type(source).__name__}: pass a "
         "MultiTaskDataset, a MinariDataset or its id, a list/dict of per-task "
-        "MinariDatasets (or ids), or a dict task_name -> list of d3rlpy Episodes."
+        "MinariDatasets (or ids), a d3rlpy ReplayBuffer (one task) or a dict "
+        "task_name -> ReplayBuffer, or a dict task_name -> list of d3rlpy Episodes."
     )

@@ -53,6 +53,7 @@ from typing_extensions import Self
 
 from . import masks as mask_ops
 from .data import MultiTaskDataset, as_multitask_dataset, balanced_task_ids
+from .export import save_task_policy
 from .impl import HarmoDTImpl, HarmoDTModules, MaskUpdateSettings
 from .naming import metric_key
 from .networks import MaskedDecisionTransformer, PromptBank, TaskMasks, activation_names
@@ -523,6 +524,23 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
                 action = self._config.action_scaler.reverse_transform(action)
         return action.cpu().numpy()  # type: ignore[no-any-return]
 
+    # --------------------------------------------------------------- export
+    def save_policy(self, fname: str, task: str | int | None = None) -> None:
+        """Export ``task``'s greedy policy as TorchScript (.pt) or ONNX (.onnx),
+        d3rlpy's ``save_policy`` with the task's mask and prompt baked in
+        (``task`` is required when the model has several tasks; see also
+        ``for_task(name).save_policy``). Inputs: the last K observations,
+        actions, returns-to-go (unscaled) and timesteps; output: the action."""
+        if task is None:
+            if len(self.task_names) != 1:
+                raise ValueError(
+                    "save_policy needs task= for a multi-task model (or "
+                    "algo.for_task(name).save_policy(...)); known tasks: "
+                    f"{list(self.task_names)}"
+                )
+            task = 0
+        save_task_policy(self, fname, self.task_index(task))
+
     # --------------------------------------------------------------- update
     def update(
         self,
@@ -745,6 +763,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
                         metrics = self.update(batch, task_index[ds_ids])
                     if (
                         cfg.mask_interval > 0
+                        and self.grad_step > 0
                         and self.grad_step % cfg.mask_interval == 0
                     ):
                         with logger.measure_time("mask_update"):
@@ -853,6 +872,10 @@ class HarmoDTTaskView:
     ) -> StatefulTransformerWrapper[HarmoDTImpl, HarmoDTConfig]:
         sampler = action_sampler or IdentityTransformerActionSampler()
         return StatefulTransformerWrapper(self, target_return, sampler)  # type: ignore[arg-type]
+
+    def save_policy(self, fname: str) -> None:
+        """This task's policy as TorchScript (.pt) or ONNX (.onnx)."""
+        self._algo.save_policy(fname, task=self._task_index)
 
     def __repr__(self) -> str:
         return f"HarmoDTTaskView(task={self.task_name!r})"
