@@ -77,7 +77,7 @@ from .baselines import (
 )
 from .data import MultiTaskDataset, as_multitask_dataset
 from .harmodt import PRESETS, HarmoDT, HarmoDTConfig, mask_update_settings
-from .options import OptionError, parse_device, parse_value
+from .options import OptionError, parse_device, parse_list, parse_value
 
 __all__ = [
     "BenchmarkError",
@@ -209,7 +209,14 @@ class BenchmarkError(ValueError):
 def check_methods(methods: str | Sequence[str]) -> list[str]:
     """Normalised method names (``"all"`` = every method); unknown names raise
     :class:`BenchmarkError` listing the valid ones."""
-    items = methods.split(",") if isinstance(methods, str) else list(methods)
+    try:
+        items = (
+            parse_list("--methods", methods)
+            if isinstance(methods, str)
+            else list(methods)
+        )
+    except OptionError as exc:
+        raise BenchmarkError(str(exc)) from None
     names: list[str] = []
     for item in items:
         name = item.strip().lower()
@@ -1454,7 +1461,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _int_list(text: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        return [int(part) for part in parse_list("--seeds", text)]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated ints, got {text!r}"
@@ -1593,7 +1600,10 @@ def parse_overrides(
 
 def _cmd_run(args: argparse.Namespace) -> int:
     methods = check_methods(args.methods)
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    try:
+        datasets = parse_list("--datasets", args.datasets)
+    except OptionError as exc:
+        raise BenchmarkError(str(exc)) from None
     settings = BenchmarkSettings(
         steps=args.steps,
         eval_episodes=args.eval_episodes,

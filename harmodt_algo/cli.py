@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from .options import OptionError, parse_device, parse_value
+from .options import OptionError, parse_device, parse_list, parse_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from .evaluation import EvaluationResult, MultiTaskEvaluator
@@ -834,7 +834,10 @@ def _cmd_evaluate(args: argparse.Namespace, out: Console) -> int:
         )
     tasks = list(algo.task_names)
     if args.tasks:
-        chosen = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        try:
+            chosen = parse_list("--tasks", args.tasks)
+        except OptionError as exc:
+            raise CliError(str(exc)) from None
         unknown = [t for t in chosen if t not in tasks]
         if unknown:
             raise CliError(

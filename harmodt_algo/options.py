@@ -12,7 +12,13 @@ import json
 import re
 from typing import Any
 
-__all__ = ["DEVICE_CHOICES", "OptionError", "parse_device", "parse_value"]
+__all__ = [
+    "DEVICE_CHOICES",
+    "OptionError",
+    "parse_device",
+    "parse_list",
+    "parse_value",
+]
 
 #: What ``--device`` accepts, for messages.
 DEVICE_CHOICES = "cpu, cuda or cuda:N"
@@ -83,3 +89,18 @@ def parse_value(key: str, text: str, default: Any) -> Any:
         raise OptionError(
             f"{key}: expected a JSON value (e.g. [64, 64]), got {text!r}"
         ) from None
+
+
+def parse_list(flag: str, text: str) -> list[str]:
+    """A comma-separated ``flag`` value → its items, stripped. An empty item
+    (``reach-v3,`` or ``a,,b``) is an error, not silently dropped: it is
+    usually a typo for a missing name. A blank value is an empty list."""
+    if not text.strip():
+        return []  # the caller says what an empty list means
+    items = [part.strip() for part in text.split(",")]
+    if not all(items):
+        raise OptionError(
+            f"{flag}: empty item in {text!r} (a stray comma?); give "
+            "comma-separated names without blanks"
+        )
+    return items

@@ -490,3 +490,9 @@ def test_bad_devices_are_one_line(device: str) -> None:
     with pytest.raises(BenchmarkError, match="--device") as info:
         BenchmarkSettings(steps=1, device=device).validate()
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["mtdt,", "mtdt,,mtbc", " ,mtdt"])
+def test_a_stray_comma_is_an_error(text: str) -> None:
+    with pytest.raises(BenchmarkError, match="empty item"):
+        check_methods(text)

@@ -509,3 +509,14 @@ def test_bad_set_values_are_one_line(
     )
     assert_one_line_error(code, err, "--set", needle)
     assert not logdir.exists()
+
+
+def test_a_stray_comma_in_tasks_is_one_line(
+    tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(
+        ["evaluate", str(tiny_run.model), "--tasks", "reach-v3,", "--no-progress"],
+        capsys,
+    )
+    assert_one_line_error(code, err, "--tasks", "empty item")
+    assert out == ""
