@@ -512,7 +512,7 @@ def test_bad_set_values_are_one_line(
 
 
 def test_a_stray_comma_in_tasks_is_one_line(
-    tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]
+    tiny_run: TinyRun, tiny_recipe_dataset: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run_cli(
         ["evaluate", str(tiny_run.model), "--tasks", "reach-v3,", "--no-progress"],
