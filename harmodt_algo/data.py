@@ -838,7 +838,11 @@ class MultiTaskDataset:
     # ------------------------------------------------------------------ #
 
     def sample_batch(
-        self, task_ids: npt.ArrayLike, length: int, rng: np.random.Generator
+        self,
+        task_ids: npt.ArrayLike,
+        length: int,
+        rng: np.random.Generator,
+        rows: slice | None = None,
     ) -> TrajectoryMiniBatch:
         """One window of ``length`` steps per entry of ``task_ids`` (B,).
 
@@ -849,6 +853,11 @@ class MultiTaskDataset:
         episode; returns-to-go run to the episode's end. Identical to d3rlpy's
         ``BasicTrajectorySlicer`` + ``TrajectoryMiniBatch.
         from_partial_trajectories``, as one vectorised gather.
+
+        ``rows`` keeps only those rows of the batch the draw describes (the
+        random numbers are drawn for every row first): a data-parallel rank
+        takes its slice of the global batch, and the ranks together hold
+        exactly the batch one process would have drawn.
         """
         tasks = np.asarray(task_ids, dtype=np.int64).reshape(-1)  # (B,)
         if tasks.size == 0:
@@ -863,6 +872,8 @@ class MultiTaskDataset:
         offsets = rng.integers(0, self._task_sizes[tasks])  # (B,) step in task
         ends = self._task_offsets[tasks] + offsets  # (B,) global last step
         episode = np.searchsorted(self._ep_ends, ends, side="right")  # (B,)
+        if rows is not None:
+            ends, episode = ends[rows], episode[rows]  # (b,) this rank's rows
         return self._gather(ends, self._ep_starts[episode], length)
 
     def _gather(self, ends: I64, starts: I64, length: int) -> TrajectoryMiniBatch:

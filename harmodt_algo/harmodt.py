@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from d3rlpy.algos.transformer import (
     StatefulTransformerWrapper,
     TransformerAlgoBase,
@@ -34,7 +35,12 @@ from d3rlpy.algos.utility import (
 from d3rlpy.base import DeviceArg, register_learnable, save_config
 from d3rlpy.constants import ActionSpace
 from d3rlpy.dataset import TrajectoryMiniBatch
-from d3rlpy.logging import D3RLPyLogger, FileAdapterFactory, LoggerAdapterFactory
+from d3rlpy.logging import (
+    D3RLPyLogger,
+    FileAdapterFactory,
+    LoggerAdapterFactory,
+    NoopAdapterFactory,
+)
 from d3rlpy.metrics import evaluate_transformer_with_environment
 from d3rlpy.optimizers import OptimizerFactory, make_optimizer_field
 from d3rlpy.optimizers.lr_schedulers import WarmupSchedulerFactory
@@ -317,6 +323,13 @@ def mask_update_settings(config: HarmoDTConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in MASK_UPDATE_FIELDS}
 
 
+def _process() -> tuple[int, int]:
+    """(rank, world size) of a torch.distributed run; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _step_seed(seed: int, step: int, stream: int) -> list[int]:
     """Seed sequence of one step: sampling is a function of (seed, step), so a
     resumed run draws exactly what an uninterrupted one would."""
@@ -345,6 +358,12 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
     ):
         config = HarmoDTConfig() if config is None else config
         config.validate()
+        if enable_ddp and not (dist.is_available() and dist.is_initialized()):
+            raise ValueError(
+                "enable_ddp=True needs a torch.distributed process group: launch "
+                "with torchrun and call d3rlpy.distributed.init_process_group("
+                "'gloo' or 'nccl') before building HarmoDT"
+            )
         super().__init__(config, device, enable_ddp, impl)
 
     @classmethod
@@ -611,12 +630,17 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         rng = np.random.default_rng(_step_seed(cfg.seed, step, 1))
         self._check_covers_all_tasks(dataset)
         batches = None
+        rank, world = _process()
         if cfg.harmony_estimator == "batch":
             batches = []
+            size = cfg.mask_batch_size  # per rank, like batch_size
             for name in self.task_names:  # model task order
-                ids = np.full(cfg.mask_batch_size, dataset.task_names.index(name))
+                ids = np.full(size * world, dataset.task_names.index(name))
+                rows = slice(rank * size, (rank + 1) * size)
                 batches.append(
-                    self._to_torch(dataset.sample_batch(ids, cfg.context_size, rng))
+                    self._to_torch(
+                        dataset.sample_batch(ids, cfg.context_size, rng, rows)
+                    )
                 )
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
         return self._impl.update_masks(self.change_counts(step), generator, batches)
@@ -732,6 +756,12 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         start = self.grad_step
         masks_module.schedule_horizon.fill_(start + n_steps)
 
+        # data-parallel (torchrun + enable_ddp): every rank draws the same
+        # global batch of batch_size x world sequences and trains on its slice;
+        # only rank 0 logs, evaluates and saves
+        rank, world = _process()
+        if rank != 0:
+            logger_adapter, eval_env, evaluators = NoopAdapterFactory(), None, None
         logger = D3RLPyLogger(
             algo=self,
             adapter_factory=logger_adapter or FileAdapterFactory(),
@@ -756,9 +786,11 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
                 with logger.measure_time("step"):
                     with logger.measure_time("sample_batch"):
                         rng = np.random.default_rng(_step_seed(cfg.seed, step, 0))
-                        ds_ids = self._schedule(step, data.num_tasks, rng)
-                        batch = data.sample_batch(ds_ids, cfg.context_size, rng)
-                    torch.manual_seed(int(rng.integers(2**62)))
+                        ds_ids = self._schedule(step, data.num_tasks, rng, world)
+                        rows = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
+                        batch = data.sample_batch(ds_ids, cfg.context_size, rng, rows)
+                        ds_ids = ds_ids[rows]
+                    torch.manual_seed(int(rng.integers(2**62)) + rank)  # dropout
                     with logger.measure_time("algorithm_update"):
                         metrics = self.update(batch, task_index[ds_ids])
                     if (
@@ -797,9 +829,11 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         logger.close()
         return self
 
-    def _schedule(self, step: int, num_tasks: int, rng: np.random.Generator) -> NDArray:
-        """Dataset task of each sequence in this step's batch (B,)."""
-        size = self._config.batch_size
+    def _schedule(
+        self, step: int, num_tasks: int, rng: np.random.Generator, world: int = 1
+    ) -> NDArray:
+        """Dataset task of each sequence in this step's global batch (B·W,)."""
+        size = self._config.batch_size * world
         if self._config.task_schedule == "round_robin":
             return np.full(size, step % num_tasks, dtype=np.int64)
         return balanced_task_ids(size, num_tasks, rng)

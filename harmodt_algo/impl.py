@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 from d3rlpy.algos.transformer import TransformerAlgoImplBase
 from d3rlpy.algos.transformer.inputs import TorchTransformerInput
 from d3rlpy.optimizers import OptimizerWrapper
@@ -65,6 +66,17 @@ def _unwrap(module: nn.Module) -> MaskedDecisionTransformer:
     inner = getattr(module, "module", module)  # DDP wraps the model
     assert isinstance(inner, MaskedDecisionTransformer)
     return inner
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> int:
+    """Sum ``tensor`` in place over the processes of a torch.distributed run
+    (identical result on every rank); returns the world size (1 without one)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    world = dist.get_world_size()
+    if world > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return world
 
 
 class HarmoDTImpl(TransformerAlgoImplBase):
@@ -122,9 +134,16 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         timesteps: torch.Tensor,
         masks: torch.Tensor,
         weights: BatchWeights,
+        synced: bool = True,
     ) -> torch.Tensor:
-        """Predicted actions (B, L, A); ``weights`` from ``_weights(task_ids)``."""
-        return self._modules.transformer(  # type: ignore[no-any-return]
+        """Predicted actions (B, L, A); ``weights`` from ``_weights(task_ids)``.
+
+        ``synced=False`` bypasses the DDP wrapper: for passes whose backward
+        does not reach the parameters (the harmony gradients), which DDP would
+        otherwise wait for at the next step.
+        """
+        net = self._modules.transformer if synced else self._net
+        return net(  # type: ignore[no-any-return]
             observations,
             actions,
             returns_to_go,
@@ -135,7 +154,10 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         )
 
     def _per_sequence_loss(
-        self, batch: TorchTrajectoryMiniBatch, weights: BatchWeights
+        self,
+        batch: TorchTrajectoryMiniBatch,
+        weights: BatchWeights,
+        synced: bool = True,
     ) -> torch.Tensor:
         """Action MSE per sequence (B,), d3rlpy's convention (sum over action
         dims, mean over all L positions, padding counted as zero)."""
@@ -147,6 +169,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             batch.timesteps,
             batch.masks,
             weights,
+            synced,
         )  # (B, L, A)
         err = ((pred - batch.actions) ** 2).sum(dim=-1) * batch.masks  # (B, L)
         return err.mean(dim=1)  # (B,)
@@ -167,6 +190,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             inpt.timesteps,
             inpt.masks,
             self._weights(task_ids),
+            synced=False,
         )  # (1, L, A)
         return action[0][-1]
 
@@ -252,7 +276,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         (T, N). Unlike the gradient w.r.t. θ (zero wherever M_t is 0), this is
         defined at inactive entries too, so growth is scored, not blind.
         """
-        net = self._modules.transformer
+        net = self._net
         was_training = net.training
         net.train(self._settings.dropout)  # dropout off: a less noisy estimate
         rows = []
@@ -261,7 +285,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
                 (batch.actions.shape[0],), t, dtype=torch.long, device=self.device
             )
             weights = effective_weights(self._masked, self._modules.masks, ids)
-            loss = self._per_sequence_loss(batch, weights).mean()
+            loss = self._per_sequence_loss(batch, weights, synced=False).mean()
             grads = torch.autograd.grad(loss, [weights.tensors[n] for n in self._names])
             rows.append(torch.cat([g.reshape(-1) for g in grads]))
         net.train(was_training)
@@ -283,12 +307,17 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         settings = self._settings
         masks = self._modules.masks
         if settings.estimator == "accumulated":
+            # every rank's rows count: Σ sums / Σ counts over all processes
+            _all_reduce_sum(masks.grad_sum)
+            _all_reduce_sum(masks.grad_count)
             grads, valid = masks.mean_gradients()  # (T, N), (T,)
             masks.reset_accumulator()
         else:
             if batches is None:
                 raise ValueError("the batch estimator needs one batch per task")
-            grads = self.task_gradients(batches)  # (T, N)
+            grads = self.task_gradients(batches)  # (T, N), this rank's slice
+            world = _all_reduce_sum(grads)  # in place: the sum over ranks
+            grads /= world  # the mean (unchanged without torch.distributed)
             valid = torch.ones(grads.shape[0], dtype=torch.bool, device=grads.device)
         with torch.no_grad():
             old = mask_ops.flatten_masks(masks.as_dict(), self._names)
