@@ -19,7 +19,6 @@ import torch
 from d3rlpy.logging import NoopAdapterFactory
 
 from harmodt_algo import HarmoDT, HarmoDTConfig
-
 from tests.harmodt_algo.ddp_setup import CONFIG, STEPS, dataset  # PYTHONPATH=root
 
 
