@@ -27,6 +27,7 @@ import dataclasses
 import datetime as _dt
 import json
 import math
+import os
 import pickle
 import re
 import signal
@@ -427,6 +428,21 @@ def _device(device: str | None) -> str | bool:
         raise CliError(f"--device: {exc}") from None
 
 
+def _join_torchrun(device: str | bool) -> tuple[int, str | bool]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group the
+    d3rlpy way (gloo on CPU, nccl on CUDA, one GPU per local rank) and return
+    (rank, device); otherwise (-1, device) and nothing happens."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return -1, device
+    import d3rlpy.distributed
+
+    backend = "gloo"
+    if device is not False:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        backend = "nccl"
+    return d3rlpy.distributed.init_process_group(backend), device
+
+
 def _read_run_file(model: Path) -> dict[str, Any]:
     """The ``run.json`` next to ``model`` (empty when there is none)."""
     path = model.parent / RUN_FILE
@@ -629,13 +645,26 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
     from .harmodt import HarmoDT, HarmoDTConfig
 
     config = HarmoDTConfig.from_preset(preset, **overrides)
-    algo = HarmoDT(config, device=device)  # validates the config
+    rank, device = _join_torchrun(device)  # (0, device) unless under torchrun
+    algo = HarmoDT(config, device=device, enable_ddp=rank >= 0)
     # config.seed drives sampling, dropout and masks; the weight init draws
     # from torch's global RNG, so seed that too: same flags, same run
     d3rlpy.seed(config.seed)
 
     minari_dataset = load_minari(args.dataset)
     data = harmodt_algo.as_multitask_dataset(minari_dataset)
+    if rank > 0:  # a torchrun worker: trains its slice, rank 0 writes everything
+        from d3rlpy.logging import NoopAdapterFactory
+
+        algo.fit(
+            data,
+            n_steps=steps,
+            n_steps_per_epoch=eval_every,
+            logger_adapter=NoopAdapterFactory(),
+            show_progress=False,
+        )
+        d3rlpy.distributed.destroy_process_group()
+        return EXIT_OK
     if data.max_episode_length > config.max_timestep:  # fit would fail later
         raise CliError(
             f"the dataset has episodes of {data.max_episode_length} steps but "
@@ -732,6 +761,8 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
         )
         algo.save(str(model_path))
         status = "finished"
+        if rank == 0:  # the other ranks have left after their last step
+            d3rlpy.distributed.destroy_process_group()
     except KeyboardInterrupt:
         status = "interrupted"
         raise

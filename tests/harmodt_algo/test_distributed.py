@@ -76,3 +76,29 @@ def test_two_gloo_ranks_match_each_other_and_one_process(
 def test_enable_ddp_without_a_process_group_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match="torchrun.*init_process_group"):
         HarmoDT(HarmoDTConfig(), enable_ddp=True)
+
+
+def test_harmodt_train_under_torchrun(
+    _tiny_recipe_store: tuple[Path, str], tmp_path: Path
+) -> None:
+    store, dataset_id = _tiny_recipe_store
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MINARI_DATASETS_PATH": str(store),
+    }
+    cmd = [
+        sys.executable,
+        *("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"),
+        *("-m", "harmodt_algo.cli", "train", "--dataset", dataset_id),
+        *("--steps", "4", "--eval-every", "2", "--batch-size", "4"),
+        *("--embed-size", "16", "--layers", "1", "--heads", "2", "--context", "5"),
+        *("--eval-episodes", "1", "--set", "mask_interval=2"),
+        *("--set", "max_timestep=100", "--no-progress", "--no-plots"),
+        *("--logdir", str(tmp_path / "runs"), "--name", "ddp"),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "runs").iterdir()  # one run directory: rank 0's
+    assert (run / "model.d3").is_file()
+    assert proc.stdout.count("run directory:") == 1  # only rank 0 reports
