@@ -38,6 +38,7 @@ from rich.table import Table
 
 from harmodt_algo import HarmoDT, HarmoDTConfig, MultiTaskDataset
 from harmodt_algo.harmodt import _step_seed
+from harmodt_algo.options import parse_device
 
 OBS, ACT, EP_LEN = 39, 4, 500
 
@@ -83,7 +84,7 @@ def d3rlpy_dt_step(
             weight_decay=1e-4, clip_grad_norm=0.25
         ),
         max_timestep=1000,
-    ).create()
+    ).create(device=args.device)
     dt.build_with_dataset(buffer)
 
     def step() -> None:
@@ -103,12 +104,20 @@ def interleaved_seq_per_s(
     rounds: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
+            _sync(args.device)
             start = time.perf_counter()
             for _ in range(args.steps):
                 step()
+            _sync(args.device)
             elapsed = time.perf_counter() - start
             rounds[name].append(args.steps * args.batch_size / elapsed)
     return {name: float(np.median(v)) for name, v in rounds.items()}
+
+
+def _sync(device: str | bool) -> None:
+    """Wait for queued GPU work, so wall time measures it."""
+    if device is not False and torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def harmodt_step(
@@ -122,7 +131,7 @@ def harmodt_step(
         num_heads=args.heads,
         **overrides,  # type: ignore[arg-type]
     )
-    algo = HarmoDT(cfg)
+    algo = HarmoDT(cfg, device=args.device)
     algo._prepare(data)
     task_index = algo._dataset_task_index(data)
     counter = iter(range(10**9))
@@ -163,7 +172,12 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads (0 = default)"
     )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--bf16", action="store_true", help="also HarmoDT with precision=bf16"
+    )
     args = parser.parse_args()
+    args.device = parse_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -191,6 +205,8 @@ def main() -> None:
                 "prompt_length": 0,
             },
         }
+        if args.bf16:
+            variants["HarmoDT round_robin, bf16"] = {"precision": "bf16"}
         torch.manual_seed(0)
         steps = {"d3rlpy DT (one-hot)": d3rlpy_dt_step(one_hot_buffer(episodes), args)}
         algos = {}
@@ -225,7 +241,7 @@ def main() -> None:
         f"batch {args.batch_size}, context {args.context}, embed {args.embed}, "
         f"layers {args.layers}, heads {args.heads}, "
         f"median of {args.rounds} interleaved rounds x {args.steps} steps, "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {torch.get_num_threads()}, device {args.device or 'cpu'}"
     )
 
 

@@ -77,6 +77,7 @@ __all__ = [
 TASK_SCHEDULES = ("round_robin", "mixed")
 CHANGE_SCHEDULES = ("cosine", "constant")
 HARMONY_ESTIMATORS = ("batch", "accumulated")
+PRECISIONS = ("fp32", "bf16")
 ACCUMULATOR_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -140,7 +141,9 @@ class HarmoDTConfig(TransformerConfig):
       dropped.
 
     Training: ``task_schedule`` round_robin (one task per step, as the
-    release) or mixed (balanced tasks in every batch); ``seed`` makes
+    release) or mixed (balanced tasks in every batch); ``precision`` fp32 or
+    bf16 (autocast of the forward pass; weights, optimizer and loss stay
+    float32); ``compile_graph`` is rejected (see ``validate``); ``seed`` makes
     sampling, dropout and mask draws reproducible and resumable.
     ``task_names`` is set by ``fit`` (the model's task order).
     """
@@ -184,6 +187,7 @@ class HarmoDTConfig(TransformerConfig):
     protect_1d: bool = True
     accumulator_dtype: str = "float32"
     task_schedule: str = "round_robin"
+    precision: str = "fp32"
     seed: int = 0
     task_names: list[str] = dataclasses.field(default_factory=list)
 
@@ -221,6 +225,15 @@ class HarmoDTConfig(TransformerConfig):
         choice("mask_init", self.mask_init, mask_ops.DENSITY_KINDS)
         choice("importance", self.importance, mask_ops.IMPORTANCE_KINDS)
         choice("task_schedule", self.task_schedule, TASK_SCHEDULES)
+        choice("precision", self.precision, PRECISIONS)
+        if self.compile_graph:
+            raise ValueError(
+                "compile_graph=True is not supported by HarmoDT: its blocks take "
+                "per-task weights as arguments and its optimizer step restores "
+                "frozen entries, neither of which d3rlpy's CUDA-graph capture "
+                "handles; leave compile_graph=False (precision='bf16' is the "
+                "supported speed-up)"
+            )
         choice("change_schedule", self.change_schedule, CHANGE_SCHEDULES)
         choice("harmony_estimator", self.harmony_estimator, HARMONY_ESTIMATORS)
         choice("score_normalization", self.score_normalization, mask_ops.NORMALIZATIONS)
@@ -424,6 +437,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             modules=modules,
             settings=self._mask_settings(),
             device=self._device,
+            precision=cfg.precision,
         )
 
     def _mask_settings(self) -> MaskUpdateSettings:

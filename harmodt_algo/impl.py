@@ -89,9 +89,11 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         modules: HarmoDTModules,
         settings: MaskUpdateSettings,
         device: str,
+        precision: str = "fp32",
     ):
         super().__init__(observation_shape, action_size, modules, device)
         self._settings = settings
+        self._bf16 = precision == "bf16"
         self._net = _unwrap(modules.transformer)
         self._masked: dict[str, nn.Parameter] = self._net.masked_parameters()
         self._names = tuple(self._masked)
@@ -153,6 +155,12 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             self._modules.prompts,
         )
 
+    def _autocast(self) -> torch.autocast:
+        """bf16 autocast of the forward pass when ``precision="bf16"``
+        (weights, optimizer state and the loss stay float32)."""
+        device_type = torch.device(self.device).type
+        return torch.autocast(device_type, torch.bfloat16, enabled=self._bf16)
+
     def _per_sequence_loss(
         self,
         batch: TorchTrajectoryMiniBatch,
@@ -162,15 +170,16 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         """Action MSE per sequence (B,), d3rlpy's convention (sum over action
         dims, mean over all L positions, padding counted as zero)."""
         assert isinstance(batch.observations, torch.Tensor)
-        pred = self._forward(
-            batch.observations,
-            batch.actions,
-            batch.returns_to_go,
-            batch.timesteps,
-            batch.masks,
-            weights,
-            synced,
-        )  # (B, L, A)
+        with self._autocast():
+            pred = self._forward(
+                batch.observations,
+                batch.actions,
+                batch.returns_to_go,
+                batch.timesteps,
+                batch.masks,
+                weights,
+                synced,
+            ).float()  # (B, L, A)
         err = ((pred - batch.actions) ** 2).sum(dim=-1) * batch.masks  # (B, L)
         return err.mean(dim=1)  # (B,)
 
@@ -183,16 +192,17 @@ class HarmoDTImpl(TransformerAlgoImplBase):
     def _predict_task(self, inpt: TorchTransformerInput, task_id: int) -> torch.Tensor:
         assert isinstance(inpt.observations, torch.Tensor)
         task_ids = torch.full((1,), task_id, dtype=torch.long, device=self.device)
-        action = self._forward(
-            inpt.observations,
-            inpt.actions,
-            inpt.returns_to_go,
-            inpt.timesteps,
-            inpt.masks,
-            self._weights(task_ids),
-            synced=False,
-        )  # (1, L, A)
-        return action[0][-1]
+        with self._autocast():
+            action = self._forward(
+                inpt.observations,
+                inpt.actions,
+                inpt.returns_to_go,
+                inpt.timesteps,
+                inpt.masks,
+                self._weights(task_ids),
+                synced=False,
+            )  # (1, L, A)
+        return action[0][-1].float()
 
     def inner_predict(self, inpt: TorchTransformerInput) -> torch.Tensor:
         if self.num_tasks != 1:

@@ -493,3 +493,21 @@ def test_set_grad_step_positions_the_counter_as_d3rlpy_expects() -> None:
     assert algo.impl is not None and int(algo.impl._modules.masks.step) == 0
     with pytest.raises(ValueError, match="grad_step"):
         algo.set_grad_step(-1)
+
+
+def test_bf16_precision_trains_and_predicts_in_float32() -> None:
+    data = synthetic()
+    fp32 = fit(HarmoDT(small()), data, n_steps=3)
+    bf16 = fit(HarmoDT(small(precision="bf16")), data, n_steps=3)
+    assert bf16.impl is not None and fp32.impl is not None
+    for p in bf16.impl._modules.transformer.parameters():
+        assert p.dtype == torch.float32 and bool(torch.isfinite(p).all())
+    a16, a32 = bf16.predict(window(bf16), task=0), fp32.predict(window(fp32), task=0)
+    assert a16.dtype == np.float32 and np.all(np.isfinite(a16))
+    assert not np.array_equal(a16, a32)  # the forward really ran in bf16
+    assert np.allclose(a16, a32, atol=0.1)
+
+
+def test_compile_graph_is_rejected_with_a_reason() -> None:
+    with pytest.raises(ValueError, match="compile_graph=True is not supported"):
+        HarmoDT(small(compile_graph=True))
