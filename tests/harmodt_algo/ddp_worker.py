@@ -43,6 +43,8 @@ def main(out: Path, estimator: str) -> None:
         show_progress=False,
     )
     assert algo.impl is not None
+    if rank == 0:
+        algo.save(str(out / "model.d3"))
     torch.save(
         {
             "weights": {k: v.clone() for k, v in algo.impl._net.state_dict().items()},

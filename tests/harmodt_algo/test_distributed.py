@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import d3rlpy
 import pytest
 import torch
 from d3rlpy.logging import NoopAdapterFactory
@@ -71,6 +72,13 @@ def test_two_gloo_ranks_match_each_other_and_one_process(
             rtol=1e-4,
             atol=1e-6,  # type: ignore[index]
         )
+    # the 2-process checkpoint resumes in one process (no rank state in it)
+    resumed = d3rlpy.load_learnable(str(tmp_path / "model.d3"))
+    assert resumed.grad_step == STEPS
+    resumed.fit(
+        dataset(), n_steps=2, logger_adapter=NoopAdapterFactory(), show_progress=False
+    )
+    assert resumed.grad_step == STEPS + 2
 
 
 def test_enable_ddp_without_a_process_group_is_one_clear_error() -> None:
