@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
+from .checkpoints import CheckpointDir, StopRequest, TrainingStopped
 from .options import OptionError, parse_device, parse_list, parse_value
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,7 +175,20 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=raw,
     )
     train.add_argument(
-        "--dataset", required=True, help="Minari dataset id (a harmodt-recipes id)"
+        "--dataset", help="Minari dataset id (a harmodt-recipes id); required"
+    )
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its newest checkpoint, with its "
+        "original command (the final model equals an uninterrupted run's)",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        help="write a resumable checkpoint every this many steps (default: "
+        "1000; a stop request writes one too)",
     )
     train.add_argument(
         "--preset",
@@ -611,9 +625,37 @@ def _new_run_dir(root: Path, name: str) -> Path:
     return candidate
 
 
+def _resume_args(args: argparse.Namespace) -> tuple[Path, argparse.Namespace]:
+    """The run directory and the original ``train`` arguments of ``--resume``."""
+    run_dir = Path(args.resume)
+    run_info = _read_run_file(run_dir / MODEL_FILE)
+    command = run_info.get("command")
+    if not isinstance(command, list) or command[1:2] != ["train"]:
+        raise CliError(
+            f"{str(run_dir)!r} is not a harmodt train run directory (no run.json "
+            "with its command)"
+        )
+    if run_info.get("status") == "finished":
+        raise CliError(f"the run in {str(run_dir)!r} has already finished")
+    original = _build_parser().parse_args([str(w) for w in command[1:]])
+    if original.resume:
+        raise CliError(f"{str(run_dir)!r}: its command is itself a --resume")
+    original.no_progress = original.no_progress or args.no_progress
+    original.argv = command
+    return run_dir, original
+
+
 def _cmd_train(args: argparse.Namespace, out: Console) -> int:
     from .harmodt import PRESETS
 
+    resume_dir = None
+    if args.resume:
+        resume_dir, args = _resume_args(args)
+    elif not args.dataset:
+        raise CliError(
+            "--dataset is required (or --resume RUN_DIR to continue a stopped run)"
+        )
+    _positive("--checkpoint-every", args.checkpoint_every)
     preset = args.preset.lower()
     if preset not in PRESETS:
         raise CliError(f"unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}")
@@ -656,9 +698,12 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
     if rank > 0:  # a torchrun worker: trains its slice, rank 0 writes everything
         from d3rlpy.logging import NoopAdapterFactory
 
+        if resume_dir is not None:
+            algo.build_with_dataset(data)
+            CheckpointDir(resume_dir / "checkpoints").load_latest(algo)
         algo.fit(
             data,
-            n_steps=steps,
+            n_steps=steps - algo.grad_step,
             n_steps_per_epoch=eval_every,
             logger_adapter=NoopAdapterFactory(),
             show_progress=False,
@@ -686,10 +731,25 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
         )
     horizon = _episode_limit(minari_dataset)
 
-    root = Path(args.logdir)
-    name = args.name or _default_name(preset, args.dataset)
-    run_dir = _new_run_dir(root, name)
-    run_dir.mkdir(parents=True)
+    if resume_dir is not None:
+        checkpoints = CheckpointDir(resume_dir / "checkpoints")
+        algo.build_with_dataset(data)
+        try:
+            loaded = checkpoints.load_latest(algo)
+        except FileNotFoundError as exc:
+            raise CliError(f"cannot resume: {exc}") from None
+        run_dir, root = resume_dir, resume_dir.parent
+        out.print(
+            f"resuming {run_dir} from {loaded.name} (step {algo.grad_step})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        root = Path(args.logdir)
+        name = args.name or _default_name(preset, args.dataset)
+        run_dir = _new_run_dir(root, name)
+        run_dir.mkdir(parents=True)
+        checkpoints = CheckpointDir(run_dir / "checkpoints")
     factory = _logger_factory(args.logger, root, run_dir)
     n_epochs = math.ceil(steps / eval_every)
     run_info: dict[str, Any] = {
@@ -708,6 +768,16 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
         "command": ["harmodt", *sys.argv[1:]] if args.argv is None else args.argv,
         "harmodt_version": harmodt_algo.__version__,
     }
+    if resume_dir is not None:
+        previous = _read_run_file(run_dir / MODEL_FILE)
+        run_info["started"] = previous.get("started", run_info["started"])
+        run_info["resumed"] = [
+            *previous.get("resumed", []),
+            {
+                "at": _dt.datetime.now().isoformat(timespec="seconds"),
+                "step": algo.grad_step,
+            },
+        ]
     _write_json(run_dir / RUN_FILE, run_info)
 
     show = not args.no_progress
@@ -725,8 +795,8 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
         """fit's evaluator: runs at every epoch end, after the epoch's progress
         bar closed; fit logs the returned metrics through d3rlpy's logger."""
         assert evaluator is not None
-        epoch = len(history) + 1
-        step = min(epoch * eval_every, steps)
+        step = trained.grad_step
+        epoch = math.ceil(step / eval_every)
         result = run_evaluation(
             evaluator,
             trained,
@@ -748,31 +818,58 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
 
     model_path = run_dir / MODEL_FILE
     status = "failed"
+    every = int(args.checkpoint_every)
+
+    def checkpoint(trained: HarmoDT, epoch: int, total_step: int) -> None:
+        """After every step: a periodic checkpoint, or the stop request's."""
+        if stop.requested or trained.grad_step % every == 0:
+            checkpoints.save(trained)
+        if stop.signum is not None:
+            raise TrainingStopped(stop.signum, trained.grad_step)
+
+    resume = f"harmodt train --resume {run_dir}"
+    stopped_by: int | None = None
     try:
-        algo.fit(
-            data,
-            n_steps=steps,
-            n_steps_per_epoch=eval_every,
-            experiment_name=run_dir.name,
-            with_timestamp=False,
-            logger_adapter=factory,
-            show_progress=show,
-            evaluators={"multitask": evaluate_epoch} if evaluator else None,
-        )
+        with StopRequest() as stop:
+            if algo.grad_step < steps:
+                algo.fit(
+                    data,
+                    n_steps=steps - algo.grad_step,
+                    n_steps_per_epoch=eval_every,
+                    experiment_name=run_dir.name,
+                    with_timestamp=False,
+                    logger_adapter=factory,
+                    show_progress=show,
+                    callback=checkpoint,
+                    evaluators={"multitask": evaluate_epoch} if evaluator else None,
+                )
         algo.save(str(model_path))
         status = "finished"
         if rank == 0:  # the other ranks have left after their last step
             d3rlpy.distributed.destroy_process_group()
-    except KeyboardInterrupt:
+    except TrainingStopped as stopped:
+        status, stopped_by = "interrupted", stopped.signum
+    except KeyboardInterrupt:  # a second signal: the last periodic checkpoint
         status = "interrupted"
+        run_info["resume"] = resume
         raise
     finally:
         if evaluator is not None:
             evaluator.close()
         run_info["status"] = status
         run_info["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
+        run_info["grad_steps"] = algo.grad_step
         if status != "finished":
             _write_json(run_dir / RUN_FILE, run_info)
+    if stopped_by is not None:
+        run_info["resume"] = resume
+        _write_json(run_dir / RUN_FILE, run_info)
+        print(
+            f"{PROG}: stopped after step {algo.grad_step} of {steps} (checkpoint "
+            f"written); continue with: {resume}",
+            file=sys.stderr,
+        )
+        return 128 + stopped_by  # 130 for SIGINT, 143 for SIGTERM
 
     final = evaluator.last_result if evaluator is not None else None
     run_info["grad_steps"] = algo.grad_step

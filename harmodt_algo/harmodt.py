@@ -343,6 +343,19 @@ def _process() -> tuple[int, int]:
     return 0, 1
 
 
+def _epoch_sizes(start: int, n_steps: int, per_epoch: int) -> list[int]:
+    """Steps of each epoch of a fit from ``start``: epochs end at multiples of
+    ``per_epoch`` (absolute steps) and at ``start + n_steps``."""
+    sizes = []
+    size = per_epoch - start % per_epoch
+    remaining = n_steps
+    while remaining > 0:
+        sizes.append(min(size, remaining))
+        remaining -= sizes[-1]
+        size = per_epoch
+    return sizes
+
+
 def _step_seed(seed: int, step: int, stream: int) -> list[int]:
     """Seed sequence of one step: sampling is a function of (seed, step), so a
     resumed run draws exactly what an uninterrupted one would."""
@@ -785,10 +798,13 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         )
         save_config(self, logger)
 
-        n_epochs = math.ceil(n_steps / n_steps_per_epoch)
+        # epochs end at multiples of n_steps_per_epoch of the *absolute* step,
+        # so a resumed run evaluates and logs where the uninterrupted one did
+        sizes = _epoch_sizes(start, n_steps, n_steps_per_epoch)
+        done_epochs = start // n_steps_per_epoch
+        n_epochs = done_epochs + len(sizes)
         total_step = 0
-        for epoch in range(1, n_epochs + 1):
-            epoch_steps = min(n_steps_per_epoch, n_steps - total_step)
+        for epoch, epoch_steps in enumerate(sizes, start=done_epochs + 1):
             epoch_loss: dict[str, list[float]] = defaultdict(list)
             range_gen = tqdm(
                 range(epoch_steps),
@@ -837,9 +853,9 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
                         logger.add_metric(key, float(value))
                 else:
                     logger.add_metric(name, float(result))
-            logger.commit(epoch, total_step)
+            logger.commit(epoch, start + total_step)
             if epoch % save_interval == 0 or epoch == n_epochs:
-                logger.save_model(total_step, self)
+                logger.save_model(start + total_step, self)
         logger.close()
         return self
 

@@ -1,0 +1,113 @@
+"""Stop and resume: a run directory's checkpoints and a polite stop request.
+
+A checkpoint is d3rlpy's ``save_model`` file (weights, masks, prompts,
+optimizer and learning-rate state, the step counter and the schedule
+horizon): loading it into the same config with ``load_model`` and fitting the
+remaining steps reproduces the uninterrupted run bit for bit, because every
+step's batch, dropout and mask draws are functions of (seed, step).
+
+Files are written to a temporary name and renamed, so a crash never leaves a
+half-written checkpoint under the final name; the newest ``keep`` are kept and
+``load_latest`` falls back to an older one if the newest cannot be read.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+__all__ = ["CheckpointDir", "StopRequest", "TrainingStopped"]
+
+_NAME = re.compile(r"step-(\d+)\.pt")
+
+
+class TrainingStopped(Exception):
+    """Raised after the step during which a stop was requested, once its
+    checkpoint is written; ``signum`` is the signal that asked."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by signal {signum} after step {step}")
+        self.signum = signum
+        self.step = step
+
+
+class CheckpointDir:
+    """``<run>/checkpoints/step-<n>.pt`` files of one run."""
+
+    def __init__(self, root: str | Path, keep: int = 2):
+        self.root = Path(root)
+        self.keep = keep
+
+    def paths(self) -> list[Path]:
+        """Checkpoint files, newest (highest step) first."""
+        if not self.root.is_dir():
+            return []
+        found = [
+            (int(m.group(1)), p)
+            for p in self.root.iterdir()
+            if (m := _NAME.fullmatch(p.name))
+        ]
+        return [p for _, p in sorted(found, reverse=True)]
+
+    def save(self, algo: Any) -> Path:
+        """Write ``algo.save_model`` for its current step; prune old ones."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"step-{algo.grad_step}.pt"
+        tmp = self.root / f".{path.name}.tmp"
+        algo.save_model(str(tmp))
+        tmp.replace(path)
+        for old in self.paths()[self.keep :]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_latest(self, algo: Any) -> Path:
+        """Load the newest readable checkpoint into the built ``algo``."""
+        errors = []
+        for path in self.paths():
+            try:
+                algo.load_model(str(path))
+                return path
+            except Exception as exc:  # a truncated or foreign file: try older
+                errors.append(f"{path.name}: {type(exc).__name__}")
+        detail = f" (unreadable: {', '.join(errors)})" if errors else ""
+        raise FileNotFoundError(f"no readable checkpoint in {self.root}{detail}")
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag instead of interrupting mid-step; a second
+    signal interrupts at once (``KeyboardInterrupt``). A context manager that
+    restores the previous handlers; a no-op outside the main thread."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> StopRequest:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,126 @@
+"""Stop and resume ``harmodt train``: SIGINT/SIGTERM at a random step, SIGKILL,
+then ``--resume``; the final model equals an uninterrupted run's bit for bit
+(mask updates fall on both sides of the interruption)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import d3rlpy
+import pytest
+import torch
+
+from harmodt_algo.cli import MODEL_FILE, RUN_FILE
+
+ARGS = [
+    *("--steps", "160", "--eval-every", "80", "--eval-episodes", "0"),
+    *("--batch-size", "4", "--embed-size", "16", "--layers", "1", "--heads", "2"),
+    *("--context", "5", "--set", "mask_interval=25", "--set", "max_timestep=100"),
+    *("--checkpoint-every", "20", "--no-progress", "--no-plots"),
+]
+
+
+def _env(store: Path) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MINARI_DATASETS_PATH": str(store)}
+
+
+def _train(
+    store: Path, dataset_id: str, logdir: Path, *extra: str
+) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "harmodt_algo.cli", "train", *extra]
+    if not extra or extra[0] != "--resume":
+        cmd += ["--dataset", dataset_id, *ARGS, "--logdir", str(logdir), "--name", "r"]
+    return subprocess.Popen(
+        cmd, env=_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _state(model: Path) -> dict[str, torch.Tensor]:
+    algo = d3rlpy.load_learnable(str(model))
+    state = {
+        f"net.{k}": v for k, v in algo.impl._modules.transformer.state_dict().items()
+    }
+    state["masks"] = algo.impl.flat_masks()
+    state["step"] = torch.tensor(algo.grad_step)
+    return state
+
+
+@pytest.fixture(scope="module")
+def reference(
+    _tiny_recipe_store: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, torch.Tensor]:
+    store, dataset_id = _tiny_recipe_store
+    logdir = tmp_path_factory.mktemp("straight")
+    proc = _train(store, dataset_id, logdir)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    (run,) = logdir.iterdir()
+    return _state(run / MODEL_FILE)
+
+
+def _wait_for_checkpoint(logdir: Path, timeout: float = 120.0) -> Path:
+    start = time.time()
+    while time.time() - start < timeout:
+        found = list(logdir.glob("*/checkpoints/step-*.pt"))
+        if found:
+            return found[0].parent.parent
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_stop_then_resume_equals_an_uninterrupted_run(
+    sig: signal.Signals,
+    reference: dict[str, torch.Tensor],
+    _tiny_recipe_store: tuple[Path, str],
+    tmp_path: Path,
+) -> None:
+    store, dataset_id = _tiny_recipe_store
+    proc = _train(store, dataset_id, tmp_path)
+    run = _wait_for_checkpoint(tmp_path)
+    time.sleep(random.Random(int(sig)).uniform(0.0, 0.3))  # a random step
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    info = json.loads((run / RUN_FILE).read_text())
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+        assert info["status"] == "running"  # nobody could write it
+    else:
+        assert proc.returncode == 128 + int(sig)
+        assert info["status"] == "interrupted"
+        assert info["resume"] == f"harmodt train --resume {run}"
+        assert "continue with: harmodt train --resume" in err
+        assert 0 < info["grad_steps"] < 160
+    assert not (run / MODEL_FILE).exists()
+
+    resumed = _train(store, dataset_id, tmp_path, "--resume", str(run))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "resuming" in out
+    state = _state(run / MODEL_FILE)
+    assert state.keys() == reference.keys()
+    for key, value in reference.items():
+        assert torch.equal(state[key], value), key
+    info = json.loads((run / RUN_FILE).read_text())
+    assert info["status"] == "finished" and len(info["resumed"]) == 1
+    assert len(list((run / "checkpoints").glob("step-*.pt"))) <= 2
+
+
+def test_resume_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harmodt_algo.cli import main
+
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a harmodt train run directory" in capsys.readouterr().err
+    assert main(["train", "--steps", "5"]) == 2
+    assert "--dataset is required" in capsys.readouterr().err
