@@ -1,10 +1,13 @@
-"""Meta-World v3 task suites (MT1, MT5, MT10, MT30, MT50): one source of truth.
+"""Meta-World v3 task suites (MT1 ... MT50, ML10/ML45 splits): one source of truth.
 
 Why: the suite lists decide which tasks a dataset contains *and in which order*
 (``task_id`` indexes into that order), so they must not be retyped anywhere.
 They are read from the package data file ``suites.json`` (a copy of the
 project's shared list: MT5/MT30/MT50 follow the HarmoDT release ordering, MT10
 is Meta-World's own MT10). ``MT1`` is any single task, chosen with ``tasks``.
+The meta-learning splits ``ML10-TRAIN``/``ML10-TEST`` and ``ML45-TRAIN``/
+``ML45-TEST`` (train on one, adapt to the held-out other) are read from the
+installed ``metaworld`` (``env_dict.ML10_V3``/``ML45_V3``), never retyped.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from importlib import resources
 
 from .errors import RecipeError
 
-#: Suites that are a fixed task list in ``suites.json``.
-FIXED_SUITES: tuple[str, ...] = ("MT5", "MT10", "MT30", "MT50")
+#: Meta-World's meta-learning benchmark splits (from the installed metaworld).
+META_SUITES: tuple[str, ...] = ("ML10-TRAIN", "ML10-TEST", "ML45-TRAIN", "ML45-TEST")
+#: Suites that are a fixed task list (``suites.json`` and metaworld's splits).
+FIXED_SUITES: tuple[str, ...] = ("MT5", "MT10", "MT30", "MT50", *META_SUITES)
 #: Every suite name accepted by the recipes (``MT1`` = one task given via ``tasks``).
 SUITE_NAMES: tuple[str, ...] = ("MT1", *FIXED_SUITES)
 
@@ -27,7 +32,13 @@ SUITE_NAMES: tuple[str, ...] = ("MT1", *FIXED_SUITES)
 def _load() -> dict[str, tuple[str, ...]]:
     text = resources.files(__package__).joinpath("suites.json").read_text("utf-8")
     raw = json.loads(text)
-    return {name: tuple(raw[name]) for name in FIXED_SUITES}
+    suites = {name: tuple(raw[name]) for name in FIXED_SUITES if name in raw}
+    from metaworld import env_dict  # lazily: importing metaworld takes a while
+
+    for bench, splits in (("ML10", env_dict.ML10_V3), ("ML45", env_dict.ML45_V3)):
+        for split in ("train", "test"):
+            suites[f"{bench}-{split.upper()}"] = tuple(splits[split])
+    return suites
 
 
 def all_tasks() -> tuple[str, ...]:

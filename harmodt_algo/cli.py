@@ -128,6 +128,16 @@ The evaluation environments (held-out goals) come from the recipe dataset the
 model was trained on: --dataset, else the dataset id in run.json next to the model.
 """
 
+ADAPT_EXAMPLES = """\
+examples:
+  harmodt-recipes metaworld --suite ML10-test --quality near-optimal \\
+      --episodes-per-task 5
+  harmodt adapt runs/<run>/model.d3 \\
+      --dataset metaworld-v3/ml10-test/near-optimal-v0 --method tune
+  harmodt evaluate runs/<run>/model-tune.d3 \\
+      --dataset metaworld-v3/ml10-test/near-optimal-v0   # the new tasks
+"""
+
 INFO_EXAMPLES = """\
 Examples:
   harmodt info runs/harmodt-f_mt5_near-optimal_20250101120000/model.d3
@@ -155,7 +165,9 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,evaluate,info,benchmark}"
+        dest="command",
+        required=True,
+        metavar="{train,evaluate,info,adapt,benchmark}",
     )
     # parsed by harmodt_algo.benchmark (main() hands it the rest of the line)
     sub.add_parser(
@@ -308,6 +320,33 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("model", help="a .d3 file saved by HarmoDT (model.d3)")
     info.add_argument("--json", action="store_true", help="print JSON only")
+
+    # ------------------------------------------------------------------ adapt
+    adapt = sub.add_parser(
+        "adapt",
+        help="add unseen tasks to a trained model from a few demonstrations",
+        description="Add every task of --dataset (e.g. a test split built with "
+        "harmodt-recipes --suite ML10-test --episodes-per-task 5) to MODEL and "
+        "write a new model file; MODEL is not changed.",
+        epilog=ADAPT_EXAMPLES,
+        formatter_class=raw,
+    )
+    adapt.add_argument("model", help="a trained HarmoDT .d3 file")
+    adapt.add_argument("--dataset", required=True, help="the new tasks' demos")
+    adapt.add_argument(
+        "--method",
+        default="vote",
+        help="vote (default), tune, prompt (Prompt-DT), zero-shot (MTDT)",
+    )
+    adapt.add_argument(
+        "--threshold", type=float, default=0.5, help="vote: share of tasks (0, 1]"
+    )
+    adapt.add_argument(
+        "--tune-steps", type=int, default=300, help="tune: prompt steps (300)"
+    )
+    adapt.add_argument(
+        "--out", help="the new model file (default: <model>-<method>.d3 beside it)"
+    )
     return parser
 
 
@@ -974,10 +1013,18 @@ def _cmd_evaluate(args: argparse.Namespace, out: Console) -> int:
             )
         tasks = chosen
     missing = [t for t in tasks if t not in suite]
-    if missing:
+    if missing and (args.tasks or len(missing) == len(tasks)):
         raise CliError(
             f"dataset {dataset_id!r} has no environments for the model's task(s) "
             f"{missing}; its tasks: {', '.join(suite)}"
+        )
+    if missing:  # e.g. an adapted model on its test split: evaluate what is there
+        tasks = [t for t in tasks if t in suite]
+        print(
+            f"{PROG}: note: {dataset_id} has no environments for {len(missing)} of "
+            f"the model's tasks ({', '.join(missing)}); evaluating the other "
+            f"{len(tasks)}",
+            file=sys.stderr,
         )
 
     from .evaluation import MultiTaskEvaluator
@@ -1020,6 +1067,62 @@ def _cmd_evaluate(args: argparse.Namespace, out: Console) -> int:
         f"mean over tasks: success {100 * result.success_mean:.1f}%, return "
         f"{result.return_mean:.1f}  ({result.env_steps} env steps in "
         f"{result.elapsed_s:.1f} s; dataset {dataset_id})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- #
+# adapt
+# --------------------------------------------------------------------------- #
+
+
+def _cmd_adapt(args: argparse.Namespace, out: Console) -> int:
+    from .adapt import ADAPT_METHODS
+
+    if args.method not in ADAPT_METHODS:
+        raise CliError(
+            f"unknown --method {args.method!r}; choose one of "
+            f"{', '.join(ADAPT_METHODS)}"
+        )
+    _positive("--tune-steps", args.tune_steps)
+    model_path = Path(args.model)
+    target = Path(
+        args.out or model_path.with_name(f"{model_path.stem}-{args.method}.d3")
+    )
+    if target.resolve() == model_path.resolve():
+        raise CliError("--out must differ from the model file (it is not changed)")
+    algo = load_model(model_path)
+    import harmodt_algo
+
+    data = harmodt_algo.as_multitask_dataset(load_minari(args.dataset))
+    known = [t for t in data.task_names if t in algo.task_names]
+    if known:
+        raise CliError(
+            f"the model already has task(s) {known}; adapt adds tasks it never "
+            "trained on"
+        )
+    for name in data.task_names:  # every check is made before a task is added
+        algo.add_task(
+            name,
+            {name: data.episodes[data.task_names.index(name)]},
+            method=args.method,
+            threshold=args.threshold,
+            steps=args.tune_steps,
+        )
+    tmp = target.with_name(f".{target.name}.tmp")
+    algo.save(str(tmp))
+    tmp.replace(target)
+    out.print(
+        f"added {len(data.task_names)} task(s) to {model_path.name} with "
+        f"{args.method}: {', '.join(data.task_names)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(f"model: {target}", highlight=False, soft_wrap=True)
+    out.print(
+        f"evaluate: harmodt evaluate {target} --dataset {args.dataset}",
         highlight=False,
         soft_wrap=True,
     )
@@ -1227,6 +1330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _cmd_evaluate(args, out)
             if args.command == "info":
                 return _cmd_info(args, out)
+            if args.command == "adapt":
+                return _cmd_adapt(args, out)
         raise AssertionError(args.command)  # pragma: no cover
     except (CliError, ValueError, OSError, pickle.UnpicklingError, EOFError) as exc:
         # ValueError covers DatasetError and RecipeError; OSError FileNotFoundError

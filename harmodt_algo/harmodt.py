@@ -536,6 +536,63 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             raise ValueError(f"unknown task {task!r}; known tasks: {list(names)}")
         return names.index(str(task))
 
+    def add_task(
+        self,
+        name: str,
+        demos: Any,
+        method: str = "vote",
+        threshold: float = 0.5,
+        steps: int = 300,
+        learning_rate: float = 1e-3,
+    ) -> HarmoDT:
+        """Teach the trained model a task it never trained on, from a few
+        demonstrations (anything ``fit`` accepts); returns ``self``.
+
+        ``method``: ``vote`` (mask = entries used by ≥ ``threshold`` of the
+        trained tasks, prompt from the demos), ``tune`` (``vote``, then
+        ``steps`` Adam steps on the new task's prompt only; shared weights and
+        other tasks untouched), ``prompt`` (Prompt-DT: all-ones mask, the
+        demos' prompt), ``zero-shot`` (MTDT: all-ones mask, no prompt). See
+        ``harmodt_algo.adapt``. The new task then works everywhere a trained
+        one does: ``for_task``, the evaluator, ``save``/``load_learnable``,
+        ``save_policy``.
+        """
+        from .adapt import add_task
+
+        return add_task(
+            self,
+            name,
+            demos,
+            method=method,
+            threshold=threshold,
+            steps=steps,
+            learning_rate=learning_rate,
+            seed=self._config.seed,
+        )
+
+    def replace_task_state(
+        self, task_names: Sequence[str], masks: TaskMasks, prompts: PromptBank
+    ) -> None:
+        """Swap in masks and prompts for a new task list (same shared weights
+        and optimizer): the Impl is rebuilt so that d3rlpy's checkpointer
+        saves the new buffers."""
+        impl = self._impl
+        assert impl is not None
+        if masks.num_tasks != len(task_names) or prompts.observations.shape[0] != len(
+            task_names
+        ):
+            raise ValueError("masks and prompts must have one row per task")
+        self._config.task_names = list(task_names)
+        modules = dataclasses.replace(impl.modules, masks=masks, prompts=prompts)
+        self._impl = HarmoDTImpl(
+            observation_shape=impl.observation_shape,
+            action_size=impl.action_size,
+            modules=modules,
+            settings=self._mask_settings(),
+            device=self._device,
+            precision=self._config.precision,
+        )
+
     def for_task(self, task: str | int) -> HarmoDTTaskView:
         """A single-task view that acts like d3rlpy's ``DecisionTransformer``."""
         if self._impl is None:
@@ -723,11 +780,16 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         self._prepare(as_multitask_dataset(dataset))
 
     def _scaled_prompts(self, dataset: MultiTaskDataset) -> dict[str, torch.Tensor]:
-        cfg = self._config
-        raw = dataset.prompt_arrays(cfg.prompt_length)
+        raw = dataset.prompt_arrays(self._config.prompt_length)
         index = self._dataset_task_index(dataset)
         order = np.argsort(index)  # dataset order -> model order
-        arrays = {k: torch.as_tensor(np.asarray(v)[order]) for k, v in raw.items()}
+        return self.scale_prompts({k: np.asarray(v)[order] for k, v in raw.items()})
+
+    def scale_prompts(self, raw: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Prompt arrays (T, P, ...) as the model sees them: through its
+        observation, action and reward scalers, on its device."""
+        cfg = self._config
+        arrays = {k: torch.as_tensor(np.asarray(v)) for k, v in raw.items()}
         if cfg.observation_scaler is not None:
             arrays["observations"] = cfg.observation_scaler.transform(
                 arrays["observations"].float().to(self._device)

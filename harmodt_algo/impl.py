@@ -137,6 +137,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         masks: torch.Tensor,
         weights: BatchWeights,
         synced: bool = True,
+        prompts: PromptBank | None = None,
     ) -> torch.Tensor:
         """Predicted actions (B, L, A); ``weights`` from ``_weights(task_ids)``.
 
@@ -152,7 +153,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             timesteps,
             masks,
             weights,
-            self._modules.prompts,
+            self._modules.prompts if prompts is None else prompts,
         )
 
     def _autocast(self) -> torch.autocast:
@@ -166,6 +167,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         batch: TorchTrajectoryMiniBatch,
         weights: BatchWeights,
         synced: bool = True,
+        prompts: PromptBank | None = None,
     ) -> torch.Tensor:
         """Action MSE per sequence (B,), d3rlpy's convention (sum over action
         dims, mean over all L positions, padding counted as zero)."""
@@ -179,6 +181,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
                 batch.masks,
                 weights,
                 synced,
+                prompts,
             ).float()  # (B, L, A)
         err = ((pred - batch.actions) ** 2).sum(dim=-1) * batch.masks  # (B, L)
         return err.mean(dim=1)  # (B,)

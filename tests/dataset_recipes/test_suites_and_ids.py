@@ -25,6 +25,10 @@ def test_suites_match_metaworld() -> None:
         "MT10": 10,
         "MT30": 30,
         "MT50": 50,
+        "ML10-TRAIN": 10,
+        "ML10-TEST": 5,
+        "ML45-TRAIN": 45,
+        "ML45-TEST": 5,
     }
     assert set(all_tasks()) == set(metaworld.ALL_V3_ENVIRONMENTS)
     assert list(suites["MT10"]) == list(metaworld.env_dict.MT10_V3)
@@ -89,3 +93,22 @@ def test_stable_key_is_not_salted() -> None:
         __import__("hashlib").sha256(b"reach-v3").digest()[:4], "big"
     )
     assert stable_key("reach-v3") != stable_key("push-v3")
+
+
+def test_meta_learning_splits_come_from_metaworld() -> None:
+    from metaworld import env_dict
+
+    from dataset_recipes import dataset_id, resolve_tasks
+    from dataset_recipes.suites import META_SUITES, list_suites, suite_tasks
+
+    suites = list_suites()
+    for bench, splits in (("ML10", env_dict.ML10_V3), ("ML45", env_dict.ML45_V3)):
+        for split in ("train", "test"):
+            name = f"{bench}-{split.upper()}"
+            assert name in META_SUITES
+            assert suites[name] == tuple(splits[split])
+    train, test = suite_tasks("ML10-train"), suite_tasks("ml10-test")
+    assert len(train) == 10 and len(test) == 5 and not set(train) & set(test)
+    assert resolve_tasks(suite="ML10-test") == test
+    assert dataset_id("ML10-test", "expert") == "metaworld-v3/ml10-test/expert-v0"
+    assert dataset_id(list(test), "expert") == "metaworld-v3/ml10-test/expert-v0"

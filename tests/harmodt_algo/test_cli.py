@@ -520,3 +520,62 @@ def test_a_stray_comma_in_tasks_is_one_line(
     )
     assert_one_line_error(code, err, "--tasks", "empty item")
     assert out == ""
+
+
+# --------------------------------------------------------------------------- #
+# adapt
+# --------------------------------------------------------------------------- #
+
+
+def test_adapt_adds_unseen_tasks_and_evaluate_reports_them(
+    tiny_run: TinyRun,
+    minari_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dataset_recipes import build_metaworld_dataset
+
+    new = build_metaworld_dataset(
+        tasks=["push-v3"],
+        quality="expert",
+        episodes_per_task=2,
+        max_episode_steps=TINY_STEPS,
+        progress=False,
+    ).dataset_id
+    out_file = tmp_path / "adapted.d3"
+    code, out, err = run_cli(
+        ["adapt", str(tiny_run.model), "--dataset", new, "--out", str(out_file)], capsys
+    )
+    assert code == 0, err
+    assert "added 1 task(s)" in out and out_file.is_file()
+    adapted = d3rlpy.load_learnable(str(out_file))
+    assert adapted.task_names == (*TINY_TASKS, "push-v3")
+    assert d3rlpy.load_learnable(str(tiny_run.model)).task_names == TINY_TASKS
+
+    code, out, err = run_cli(
+        ["evaluate", str(out_file), "--dataset", new, "--episodes", "1"]
+        + ["--no-progress", "--max-steps", "5"],
+        capsys,
+    )
+    assert code == 0, err
+    assert "push-v3" in out and "note:" in err
+
+    # bad input: one line, exit 2, nothing written
+    seen = build_metaworld_dataset(
+        tasks=["reach-v3"],
+        quality="expert",
+        episodes_per_task=1,
+        max_episode_steps=TINY_STEPS,
+        progress=False,
+    ).dataset_id
+    for argv, needle in (
+        (["--dataset", seen], "already has task(s)"),
+        (["--dataset", new, "--method", "finetune"], "unknown --method"),
+        (["--dataset", new, "--threshold", "2"], "threshold"),
+    ):
+        bad = tmp_path / "bad.d3"
+        code, _, err = run_cli(
+            ["adapt", str(tiny_run.model), *argv, "--out", str(bad)], capsys
+        )
+        assert_one_line_error(code, err, needle)
+        assert not bad.exists()
