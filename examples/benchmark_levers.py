@@ -136,7 +136,7 @@ def table() -> str:
         for method in REFERENCES:
             cells = cells_of(RESULTS, dataset_id, method)
             if cells:
-                schedule = ", release mask schedule" if method == METHOD else ""
+                schedule = ", v0 mask schedule" if method == METHOD else ""
                 label = f"{cells[0]['label']} (matrix{schedule})"
                 lines.append(_row(label, cells))
         for name, options in VARIANTS.items():
