@@ -16,10 +16,12 @@ __version__ = "0.1.0"
 
 from .builder import (  # noqa: E402
     BuildResult,
+    RecipeId,
     build_metaworld_dataset,
     dataset_id,
     datasets_root,
     measure_quality,
+    parse_dataset_id,
     stats_of,
 )
 from .card import TaskStats  # noqa: E402
@@ -34,6 +36,7 @@ __all__ = [
     "SUITE_NAMES",
     "BuildInterrupted",
     "BuildResult",
+    "RecipeId",
     "Quality",
     "RecipeError",
     "TaskStats",
@@ -46,6 +49,7 @@ __all__ = [
     "list_suites",
     "make_env",
     "measure_quality",
+    "parse_dataset_id",
     "resolve_tasks",
     "stats_of",
 ]

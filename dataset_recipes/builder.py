@@ -59,7 +59,7 @@ from .envs import (
 from .errors import BuildInterrupted, RecipeError
 from .qualities import QUALITY_NAMES, Quality, get_quality
 from .rollout import REF_EPISODES, WorkDone, WorkItem, run_work_item
-from .suites import FIXED_SUITES, parse_task_list, resolve_tasks, suite_of
+from .suites import FIXED_SUITES, all_tasks, parse_task_list, resolve_tasks, suite_of
 
 #: Bump when a change to the recipe changes the generated arrays.
 RECIPE_VERSION = 1
@@ -102,6 +102,38 @@ def dataset_id(
     else:
         group = _group_of(parse_task_list(suite_or_tasks))
     return f"{schema.NAMESPACE}/{group}/{quality}-v{version}"
+
+
+@dataclass(frozen=True)
+class RecipeId:
+    """A recipe dataset id taken apart (:func:`parse_dataset_id`).
+
+    ``group`` is the id's middle part; ``suite`` the fixed suite it names (or
+    None), ``task`` the single task of an MT1 id (or None); a ``custom-<hex>``
+    group has neither (its task list is only in the dataset's metadata).
+    """
+
+    group: str
+    quality: str
+    version: int
+    suite: str | None = None
+    task: str | None = None
+
+
+_RECIPE_ID = re.compile(rf"{re.escape(schema.NAMESPACE)}/([^/]+)/(.+)-v(\d+)")
+
+
+def parse_dataset_id(value: str) -> RecipeId | None:
+    """The inverse of :func:`dataset_id` (Minari keeps its id generator and
+    parser together, so do we): None for an id that is not a recipe's
+    (another namespace, an unknown quality)."""
+    match = _RECIPE_ID.fullmatch(value.strip())
+    if match is None or match.group(2) not in QUALITY_NAMES:
+        return None
+    group, quality, version = match.group(1), match.group(2), int(match.group(3))
+    suite = group.upper() if group.upper() in FIXED_SUITES else None
+    task = group if suite is None and group in all_tasks() else None
+    return RecipeId(group, quality, version, suite, task)
 
 
 def _group_of(tasks: Sequence[str]) -> str:

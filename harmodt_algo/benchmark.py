@@ -49,7 +49,6 @@ import json
 import math
 import os
 import platform
-import re
 import signal
 import sys
 import tempfile
@@ -266,8 +265,6 @@ def _validate_overrides(method: str, overrides: Mapping[str, Any]) -> None:
 # Datasets
 # --------------------------------------------------------------------------- #
 
-_RECIPE_ID = re.compile(r"metaworld-v3/([^/]+)/(.+)-v(\d+)")
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
@@ -307,7 +304,7 @@ def parse_dataset(text: str) -> DatasetSpec:
     """``metaworld-v3/mt5/near-optimal-v0`` (a dataset id) or ``MT5:near-optimal``
     (a suite, or a task list joined by ``+`` or ``,``, and a quality: built
     with the recipes when missing)."""
-    from dataset_recipes import QUALITY_NAMES, RecipeError, all_tasks, dataset_id
+    from dataset_recipes import RecipeError, dataset_id, parse_dataset_id
     from dataset_recipes.suites import FIXED_SUITES, parse_task_list
 
     value = text.strip()
@@ -332,15 +329,14 @@ def parse_dataset(text: str) -> DatasetSpec:
             "metaworld-v3/mt5/near-optimal-v0, or SUITE:quality such as "
             "MT5:near-optimal (built with the recipes when missing)"
         )
-    match = _RECIPE_ID.fullmatch(value)
-    if match is None or match.group(2) not in QUALITY_NAMES:
+    recipe = parse_dataset_id(value)
+    if recipe is None:
         return DatasetSpec(value)
-    group, quality = match.group(1), match.group(2)
-    if group.upper() in FIXED_SUITES:
-        return DatasetSpec(value, quality=quality, suite=group.upper())
-    if group in all_tasks():
-        return DatasetSpec(value, quality=quality, tasks=(group,))
-    return DatasetSpec(value, quality=quality)
+    if recipe.suite is not None:
+        return DatasetSpec(value, quality=recipe.quality, suite=recipe.suite)
+    if recipe.task is not None:
+        return DatasetSpec(value, quality=recipe.quality, tasks=(recipe.task,))
+    return DatasetSpec(value, quality=recipe.quality)
 
 
 def _missing_message(spec: DatasetSpec) -> str:
@@ -1036,6 +1032,8 @@ class _Column:
 
 
 def _columns(cells: Sequence[Mapping[str, Any]]) -> list[_Column]:
+    from dataset_recipes import parse_dataset_id
+
     seen: dict[str, _Column] = {}
     for cell in cells:
         ident = str(cell["dataset_id"])
@@ -1044,8 +1042,8 @@ def _columns(cells: Sequence[Mapping[str, Any]]) -> list[_Column]:
         facts = cell.get("dataset") or {}
         suite = facts.get("suite")
         quality = facts.get("quality")
-        match = _RECIPE_ID.fullmatch(ident)
-        group = str(suite) if suite else (match.group(1) if match else ident)
+        recipe = parse_dataset_id(ident)
+        group = str(suite) if suite else (recipe.group if recipe else ident)
         short = QUALITY_SHORT.get(str(quality), str(quality)) if quality else ""
         label = f"{group} {short}".strip()
         seen[ident] = _Column(ident, suite, quality, label)

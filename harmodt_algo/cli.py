@@ -407,28 +407,28 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 def _recipe_hint(dataset_id: str) -> str:
     """How to build ``dataset_id`` with ``harmodt-recipes`` (or a generic hint)."""
-    from dataset_recipes import QUALITY_NAMES, all_tasks
-    from dataset_recipes.suites import FIXED_SUITES
+    from dataset_recipes import parse_dataset_id, schema
 
     generic = (
         "build a recipe dataset with e.g. 'harmodt-recipes metaworld --suite MT5 "
         "--quality near-optimal' (choices: 'harmodt-recipes list')"
     )
-    match = re.fullmatch(r"metaworld-v3/([^/]+)/(.+)-v\d+", dataset_id)
-    if match is None:
+    recipe = parse_dataset_id(dataset_id)
+    if recipe is None:
+        if dataset_id.startswith(f"{schema.NAMESPACE}/"):
+            return generic
         return f"{generic}, or fetch it with 'minari download {dataset_id}'"
-    group, quality = match.group(1), match.group(2)
-    if quality not in QUALITY_NAMES:
-        return generic
-    if group.upper() in FIXED_SUITES:
-        args = f"--suite {group.upper()}"
-    elif group in all_tasks():
-        args = f"--suite MT1 --tasks {group}"
-    elif group.startswith("custom-"):
+    if recipe.suite is not None:
+        args = f"--suite {recipe.suite}"
+    elif recipe.task is not None:
+        args = f"--suite MT1 --tasks {recipe.task}"
+    elif recipe.group.startswith("custom-"):
         args = "--tasks <the same comma-separated task list>"
     else:
         return generic
-    return f"build it with 'harmodt-recipes metaworld {args} --quality {quality}'"
+    return (
+        f"build it with 'harmodt-recipes metaworld {args} --quality {recipe.quality}'"
+    )
 
 
 def load_minari(dataset_id: str) -> Any:
@@ -649,8 +649,10 @@ def _logger_factory(kind: str, root: Path, run_dir: Path) -> Any:
 
 
 def _default_name(preset: str, dataset_id: str) -> str:
-    match = re.fullmatch(r"metaworld-v3/([^/]+)/(.+)-v\d+", dataset_id)
-    short = f"{match.group(1)}_{match.group(2)}" if match else dataset_id
+    from dataset_recipes import parse_dataset_id
+
+    recipe = parse_dataset_id(dataset_id)
+    short = f"{recipe.group}_{recipe.quality}" if recipe else dataset_id
     return re.sub(r"[^-\w.]+", "-", f"{preset}_{short}").strip("-")
 
 

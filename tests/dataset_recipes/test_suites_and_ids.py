@@ -112,3 +112,21 @@ def test_meta_learning_splits_come_from_metaworld() -> None:
     assert resolve_tasks(suite="ML10-test") == test
     assert dataset_id("ML10-test", "expert") == "metaworld-v3/ml10-test/expert-v0"
     assert dataset_id(list(test), "expert") == "metaworld-v3/ml10-test/expert-v0"
+
+
+def test_parse_dataset_id_inverts_dataset_id() -> None:
+    from dataset_recipes import dataset_id, parse_dataset_id
+
+    for where, suite, task in (
+        ("MT10", "MT10", None),
+        ("ML45-train", "ML45-TRAIN", None),
+        ("reach-v3", None, "reach-v3"),
+        ("reach-v3,push-v3", None, None),
+    ):
+        ident = dataset_id(where, "sub-optimal")
+        parsed = parse_dataset_id(ident)
+        assert parsed is not None and parsed.quality == "sub-optimal"
+        assert (parsed.suite, parsed.task, parsed.version) == (suite, task, 0)
+        assert ident.split("/")[1] == parsed.group
+    assert parse_dataset_id("mujoco/hopper/expert-v0") is None
+    assert parse_dataset_id("metaworld-v3/mt5/amazing-v0") is None
