@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import logging
 import os
 import subprocess
 import sys
@@ -32,13 +31,13 @@ import harmodt_algo  # noqa: F401  (before d3rlpy)
 
 # isort: split
 import minari
-import structlog
 import torch
 from d3rlpy.logging import NoopAdapterFactory
 from rich.console import Console
 from rich.table import Table
 
 from harmodt_algo import HarmoDT, HarmoDTConfig, MultiTaskDataset, as_multitask_dataset
+from harmodt_algo._quiet import d3rlpy_warnings_only
 from harmodt_algo.evaluation import MultiTaskEvaluator
 from harmodt_algo.options import parse_device
 
@@ -165,9 +164,6 @@ def main() -> int:
         "--dry-run", action="store_true", help="CPU, tiny sizes: check the script"
     )
     args = parser.parse_args()
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
-    )
     dry = args.dry_run
     device_name = "cpu" if dry else args.device
     device = parse_device(device_name)
@@ -229,4 +225,6 @@ def _s(start: float) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with d3rlpy_warnings_only():  # d3rlpy's per-fit lines would bury the table
+        code = main()
+    sys.exit(code)

@@ -39,7 +39,6 @@ sub-optimal --episodes-per-task 50``). About 3 minutes on one core.
 from __future__ import annotations
 
 import argparse
-import logging
 import tempfile
 import time
 from pathlib import Path
@@ -51,12 +50,12 @@ import harmodt_algo  # noqa: F401  (silences d3rlpy's old-gym notice)
 import d3rlpy
 import minari
 import numpy as np
-import structlog
 import torch
 from d3rlpy.logging import NoopAdapterFactory
 
 from harmodt_algo import HarmoDT
 from harmodt_algo import masks as mask_ops
+from harmodt_algo._quiet import d3rlpy_warnings_only
 from harmodt_algo.data import MultiTaskDataset, as_multitask_dataset
 
 SIZE = dict(embed_size=64, num_layers=2, num_heads=4, batch_size=16)
@@ -181,9 +180,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    structlog.configure(  # d3rlpy's per-fit INFO lines would bury the table
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
-    )
     t0 = time.perf_counter()
     data = as_multitask_dataset(minari.load_dataset(args.dataset))
     base = HarmoDT.from_preset(
@@ -266,4 +262,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with d3rlpy_warnings_only():  # d3rlpy's per-fit lines would bury the table
+        main()

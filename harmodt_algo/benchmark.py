@@ -55,7 +55,7 @@ import tempfile
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -66,6 +66,7 @@ import numpy as np
 
 from . import __version__
 from . import masks as mask_ops
+from ._quiet import d3rlpy_warnings_only
 from .baselines import (
     BASELINES,
     HIDDEN_UNITS_KEY,
@@ -841,24 +842,6 @@ class MatrixSummary:
         return not self.failed
 
 
-@contextlib.contextmanager
-def _quiet_d3rlpy() -> Iterator[None]:
-    """Hide d3rlpy's structlog INFO lines (several per fit) while the harness
-    prints its own one line per cell; restored afterwards."""
-    import logging
-
-    import structlog
-
-    previous = structlog.get_config()
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
-    )
-    try:
-        yield
-    finally:
-        structlog.configure(**previous)
-
-
 def _as_spec(dataset: DatasetSpec | str) -> DatasetSpec:
     return dataset if isinstance(dataset, DatasetSpec) else parse_dataset(dataset)
 
@@ -940,7 +923,7 @@ def run_matrix(
 
     summary = MatrixSummary()
     total = len(cells)
-    quiet_ctx = _quiet_d3rlpy() if quiet else contextlib.nullcontext()
+    quiet_ctx = d3rlpy_warnings_only() if quiet else contextlib.nullcontext()
     with quiet_ctx:
         number = 0
         for spec in specs:

@@ -33,8 +33,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
+from ._quiet import d3rlpy_warnings_only
 from .checkpoints import CheckpointDir, StopRequest, TrainingStopped
 from .options import OptionError, parse_device, parse_list, parse_value
 
@@ -524,27 +524,6 @@ def infer_preset(config: HarmoDTConfig) -> str | None:
             if best is None or len(overrides) > best[0]:
                 best = (len(overrides), name)
     return None if best is None else best[1]
-
-
-@contextmanager
-def _d3rlpy_logs_to_stderr() -> Iterator[None]:
-    """d3rlpy logs through structlog to *stdout*, one line per epoch and per
-    saved file; while a command runs, keep its warnings but send them to
-    stderr (stdout holds the tables, or JSON only), and drop info/debug lines
-    (the CLI prints its own summary). The previous configuration is restored."""
-    import logging
-
-    import structlog
-
-    previous = structlog.get_config()
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-    try:
-        yield
-    finally:
-        structlog.configure(**previous)
 
 
 class _ProgressPolicy:
@@ -1325,7 +1304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with _d3rlpy_logs_to_stderr():
+        with d3rlpy_warnings_only(sys.stderr):  # stdout holds tables or JSON
             if args.command == "train":
                 return _cmd_train(args, out)
             if args.command == "evaluate":
