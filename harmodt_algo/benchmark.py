@@ -51,7 +51,6 @@ import os
 import platform
 import signal
 import sys
-import tempfile
 import time
 import traceback
 from collections import defaultdict
@@ -76,6 +75,7 @@ from .baselines import (
     make_baseline,
 )
 from .data import MultiTaskDataset, as_multitask_dataset
+from .files import write_json_atomic
 from .harmodt import PRESETS, HarmoDT, HarmoDTConfig, mask_update_settings
 from .options import OptionError, parse_device, parse_list, parse_value
 
@@ -801,23 +801,6 @@ def run_cell(
     return _jsonable(record), algo
 
 
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``path`` so that it either does not exist or is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _read_cell(path: Path) -> dict[str, Any] | None:
     """A finished cell, or None when the file is missing or unreadable."""
     try:
@@ -963,7 +946,7 @@ def run_matrix(
                 if settings.save_models:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     algo.save(str(path.with_suffix(".d3")))
-                _write_json_atomic(path, record)
+                write_json_atomic(path, record, indent=1)
                 summary.ran.append(path)
                 say(
                     f"[{number}/{total}] done {cell}: success "

@@ -43,6 +43,7 @@ from rich.table import Table
 
 from ._quiet import d3rlpy_warnings_only
 from .checkpoints import CheckpointDir, StopRequest, TrainingStopped
+from .files import write_json_atomic
 from .options import OptionError, parse_device, parse_list, parse_value
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -508,12 +509,6 @@ def _read_run_file(model: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def infer_preset(config: HarmoDTConfig) -> str | None:
     """The most specific preset whose every override the config has."""
     from .harmodt import PRESETS
@@ -798,7 +793,7 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
                 "step": algo.grad_step,
             },
         ]
-    _write_json(run_dir / RUN_FILE, run_info)
+    write_json_atomic(run_dir / RUN_FILE, run_info)
 
     show = not args.no_progress
     out.print(
@@ -880,10 +875,10 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
         run_info["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
         run_info["grad_steps"] = algo.grad_step
         if status != "finished":
-            _write_json(run_dir / RUN_FILE, run_info)
+            write_json_atomic(run_dir / RUN_FILE, run_info)
     if stopped_by is not None:
         run_info["resume"] = resume
-        _write_json(run_dir / RUN_FILE, run_info)
+        write_json_atomic(run_dir / RUN_FILE, run_info)
         print(
             f"{PROG}: stopped after step {algo.grad_step} of {steps} (checkpoint "
             f"written); continue with: {resume}",
@@ -903,7 +898,7 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
                 for r in final.tasks
             },
         }
-    _write_json(run_dir / RUN_FILE, run_info)
+    write_json_atomic(run_dir / RUN_FILE, run_info)
 
     plots: list[Path] = []
     plot_note = ""

@@ -1,0 +1,36 @@
+"""Files that are either absent or complete: one atomic JSON writer.
+
+Run records (``run.json``), benchmark cells and checkpoints are read back by
+later commands (``--resume``, a resumed matrix); a crash or a signal during a
+write must never leave half a file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_json_atomic"]
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any], indent: int = 2) -> None:
+    """Write ``data`` as JSON to ``path`` via a synced temporary file and a
+    rename (non-JSON values such as paths are written with ``str``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=indent, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
