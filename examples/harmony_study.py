@@ -108,10 +108,11 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
 def table(results: Path) -> str:
     cells = _cells(results)
     lines = [
-        "| method | seeds | success % (mean ± std) | train min/cell | mask turnover | "
+        "| method | seeds | success % (mean ± std) | per seed | train min/cell | "
+        "mask turnover | "
         + " | ".join(f"Δ vs {r} (95 % CI)" for r in REFERENCES)
         + " |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(REFERENCES),
+        "|---|---:|---:|---|---:|---:|" + "---:|" * len(REFERENCES),
     ]
     for method in METHODS:
         by_seed = cells.get(method, {})
@@ -119,7 +120,7 @@ def table(results: Path) -> str:
             continue
         seeds = sorted(by_seed)
         success = np.array([100 * by_seed[s]["success_mean"] for s in seeds])
-        mean, sd, _ = _mean_ci(success)
+        mean, sd, _ = _mean_ci(success)  # std with ddof 1 (sample)
         train = np.mean([by_seed[s]["train_time_s"] for s in seeds]) / 60
         masks = [by_seed[s].get("masks") for s in seeds]
         turnover = (
@@ -145,12 +146,21 @@ def table(results: Path) -> str:
                 f"{d_mean:+.1f} [{d_mean - half:+.1f}, {d_mean + half:+.1f}] "
                 f"(n={len(paired)})"
             )
+        per_seed = ", ".join(f"{v:.1f}" for v in success)
         lines.append(
             f"| {by_seed[seeds[0]]['label']} | {len(seeds)} | {mean:.1f} ± "
-            f"{sd:.1f} | {train:.1f} | {turnover} | " + " | ".join(deltas) + " |"
+            f"{sd:.1f} | {per_seed} | {train:.1f} | {turnover} | "
+            + " | ".join(deltas)
+            + " |"
         )
     curve = _curve_rows(cells.get("mtdt", {}))
-    return "\n".join(lines) + "\n\n" + curve
+    every = [c for by_seed in cells.values() for c in by_seed.values()]
+    hours = sum(c["train_time_s"] + c["eval_time_s"] for c in every) / 3600
+    cost = (
+        f"{len(every)} cells, {hours:.2f} CPU-hours of cell time (train + "
+        "evaluation, one thread each, two at a time)\n"
+    )
+    return "\n".join(lines) + "\n\n" + curve + "\n" + cost
 
 
 def _curve_rows(mtdt: dict[int, dict[str, Any]]) -> str:
