@@ -73,12 +73,12 @@ def parse_value(key: str, text: str, default: Any) -> Any:
         try:
             return int(raw)
         except ValueError:
-            raise OptionError(f"{key}: expected an integer, got {text!r}") from None
+            raise OptionError(f"{key}: expected int, got {text!r}") from None
     if isinstance(default, float):
         try:
             return float(raw)
         except ValueError:
-            raise OptionError(f"{key}: expected a number, got {text!r}") from None
+            raise OptionError(f"{key}: expected float, got {text!r}") from None
     if isinstance(default, str):
         if len(raw) >= 2 and raw[0] == raw[-1] == '"':  # a JSON string literal
             return str(json.loads(raw))

@@ -460,8 +460,8 @@ def test_bad_options_fail_before_any_work(minari_path: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("item", "needle"),
     [
-        ("embed_size=abc", "expected an integer"),
-        ("embed_size=32.0", "expected an integer"),
+        ("embed_size=abc", "expected int"),
+        ("embed_size=32.0", "expected int"),
         ("compile_graph=maybe", "expected true or false"),
         ("mtbc.hidden_units=[64", "expected a JSON value"),
     ],
