@@ -438,11 +438,8 @@ def test_help_has_examples(
 
 
 def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--steps", "4"])  # no --dataset
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.strip().count("\n") == 0 and "--dataset" in err
+    code, _, err = run_cli(["train", "--steps", "4"], capsys)  # no --dataset
+    assert_one_line_error(code, err, "--dataset")
     code, _, err = run_cli(["train", "--dataset", "x/y-v0", "--steps", "0"], capsys)
     assert_one_line_error(code, err, "--steps must be > 0")
 
