@@ -57,6 +57,13 @@ from harmodt_algo import HarmoDT
 from harmodt_algo import masks as mask_ops
 from harmodt_algo._quiet import d3rlpy_warnings_only
 from harmodt_algo.data import MultiTaskDataset, as_multitask_dataset
+from harmodt_algo.reproducibility import (
+    batch_gradients,
+    chance_jaccard,
+    continued_gradients,
+    jaccard,
+    update_sets,
+)
 
 SIZE = dict(embed_size=64, num_layers=2, num_heads=4, batch_size=16)
 K = 100
@@ -79,54 +86,6 @@ def _copy(path: Path, seed: int = 0, **options: Any) -> HarmoDT:
     algo.config.seed = seed
     algo.set_mask_update(**options)
     return algo
-
-
-def _batch_grads(
-    algo: HarmoDT, data: MultiTaskDataset, size: int, seed: int
-) -> torch.Tensor:
-    assert algo.impl is not None
-    rng = np.random.default_rng(seed)
-    batches = [
-        algo._to_torch(
-            data.sample_batch(
-                np.full(size, data.task_names.index(name)),
-                algo.config.context_size,
-                rng,
-            )
-        )
-        for name in algo.task_names
-    ]
-    torch.manual_seed(seed)
-    return algo.impl.task_gradients(batches)  # (T, N)
-
-
-def _accum_grads(
-    path: Path, data: MultiTaskDataset, window: int, seed: int
-) -> tuple[torch.Tensor, HarmoDT]:
-    """Running-mean gradients over ``window`` more training steps (sampling
-    seed ``seed``) and the model those steps produced."""
-    algo = _copy(path, seed=seed)
-    assert algo.impl is not None
-    algo.impl._modules.masks.reset_accumulator()
-    _fit(algo, data, window)
-    grads, _ = algo.impl._modules.masks.mean_gradients()
-    return grads, algo
-
-
-def _sets(old: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return old & ~new, ~old & new  # dropped, grown (T, N)
-
-
-def _jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
-    inter = (a & b).sum(1).double()
-    union = (a | b).sum(1).double().clamp(min=1)
-    return float((inter / union).mean())
-
-
-def _chance(k: int, pool: float) -> float:
-    """Expected Jaccard of two random k-subsets of a pool of ``pool`` entries."""
-    p = k / pool
-    return p / (2 - p)
 
 
 def _probe_loss(algo: HarmoDT, batches: list[Any]) -> float:
@@ -204,22 +163,16 @@ def main() -> None:
     protected = base.impl.protected_entries()
     droppable = float((old & ~protected).sum(1).double().mean())
     inactive = float((~old).sum(1).double().mean())
-    counts = torch.full((num_tasks,), K)
-    valid = torch.ones(num_tasks, dtype=torch.bool)
 
     rows: list[tuple[str, float, float, float, float]] = []
 
     def measure(name: str, g1: torch.Tensor, g2: torch.Tensor, algo: HarmoDT) -> None:
         """Drop/grow sets from two estimates, and the loss change of applying
         the first to ``algo`` (the model that estimate was taken at)."""
-        assert algo.impl is not None
-        gen = torch.Generator().manual_seed(0)
-        new1, _ = algo.impl.propose_masks(g1, valid, counts, gen)
-        new2, _ = algo.impl.propose_masks(g2, valid, counts, gen)
-        d1, r1 = _sets(old, new1)
-        d2, r2 = _sets(old, new2)
-        dl, dl_rand = _loss_change(algo, new1, probe)
-        rows.append((name, _jaccard(d1, d2), _jaccard(r1, r2), dl, dl_rand))
+        d1, r1 = update_sets(algo, g1, K)
+        d2, r2 = update_sets(algo, g2, K)
+        dl, dl_rand = _loss_change(algo, (old & ~d1) | r1, probe)
+        rows.append((name, jaccard(d1, d2), jaccard(r1, r2), dl, dl_rand))
         print(f"  measured {name}", flush=True)
 
     plus = {"harmony_leave_one_out": True, "score_normalization": "rank"}
@@ -229,15 +182,15 @@ def main() -> None:
         ("batch-128-nodrop", 128, False, 0.0),
     ):
         algo = _copy(path, harmony_dropout=dropout, harmony_grad_clip=clip)
-        g1 = _batch_grads(algo, data, size, seed=1)
-        g2 = _batch_grads(algo, data, size, seed=2)
+        g1 = batch_gradients(algo, data, size, seed=1)
+        g2 = batch_gradients(algo, data, size, seed=2)
         measure(name, g1, g2, algo)
         if name == "batch-128-nodrop":
             algo.set_mask_update(**plus)
             measure(name + "+loo+rank", g1, g2, algo)
     for window in (100, 500):
-        g1, algo = _accum_grads(path, data, window, seed=1)
-        g2, _ = _accum_grads(path, data, window, seed=2)
+        g1, algo = continued_gradients(_copy(path), data, window, seed=1)
+        g2, _ = continued_gradients(_copy(path), data, window, seed=2)
         measure(f"accum-{window}", g1, g2, algo)
         algo.set_mask_update(**plus)
         measure(f"accum-{window}+loo+rank", g1, g2, algo)
@@ -246,8 +199,8 @@ def main() -> None:
     print(
         f"dataset {args.dataset}, {num_tasks} tasks, model after "
         f"{args.warmup_steps} steps (embed 64, 2 layers, batch 16), k = {K} per "
-        f"task; chance Jaccard: drop {_chance(K, droppable):.4f}, grow "
-        f"{_chance(K, inactive):.4f}"
+        f"task; chance Jaccard: drop {chance_jaccard(K, droppable):.4f}, grow "
+        f"{chance_jaccard(K, inactive):.4f}"
     )
     print()
     print(

@@ -603,6 +603,18 @@ def _mask_movement(initial: Any, algo: HarmoDT) -> dict[str, Any]:
     }
 
 
+def _reproducibility(algo: HarmoDT, data: MultiTaskDataset) -> dict[str, Any] | None:
+    """For a model whose masks are rewired: how reproducible its final mask
+    update's choice is (two independent estimates; see reproducibility.py)."""
+    if not (algo.config.uses_masks and algo.config.mask_interval > 0):
+        return None
+    from .reproducibility import mask_reproducibility
+
+    t = time.perf_counter()
+    out = mask_reproducibility(algo, data)
+    return {**out, "time_s": time.perf_counter() - t}
+
+
 class _CaptureAdapter:
     """A d3rlpy logger adapter that keeps the last epoch's metrics in memory."""
 
@@ -769,7 +781,12 @@ def run_cell(
             _active_parameters(algo) if isinstance(algo, HarmoDT) else None
         ),
         "masks": (
-            _mask_movement(initial_masks, algo) if initial_masks is not None else None
+            {
+                **_mask_movement(initial_masks, algo),
+                "reproducibility": _reproducibility(algo, data),
+            }
+            if initial_masks is not None
+            else None
         ),
         "train_time_s": train_time,
         "eval_time_s": eval_time,

@@ -355,6 +355,10 @@ def test_harmodt_cells_record_how_far_the_masks_moved(
     assert [p["step"] for p in cell["curve"]] == [2, 4]
     assert cell["curve"][-1]["success_mean"] == cell["success_mean"]
     assert cell["budget"]["curve_every"] == 2
+    repro = moved["reproducibility"]
+    assert 0.0 <= repro["drop_jaccard"] <= 1.0 and 0.0 <= repro["grow_jaccard"] <= 1.0
+    assert 0.0 < repro["drop_chance"] < 1.0 and repro["k"] > 0
+    assert dense.get("reproducibility") is None  # nothing is rewired
     assert set(moved["drift"]) == {"reach-v3", "button-press-topdown-v3"}
     assert 0.0 < moved["drift_mean"] <= 1.0
     assert moved["overlap_final"] < 1.0 and moved["overlap_initial"] < 1.0
