@@ -62,7 +62,13 @@ from .data import MultiTaskDataset, as_multitask_dataset, balanced_task_ids
 from .export import save_task_policy
 from .impl import HarmoDTImpl, HarmoDTModules, MaskUpdateSettings
 from .naming import metric_key
-from .networks import MaskedDecisionTransformer, PromptBank, TaskMasks, activation_names
+from .networks import (
+    MaskedDecisionTransformer,
+    PromptBank,
+    TaskLayout,
+    TaskMasks,
+    activation_names,
+)
 from .optimizer import MaskedAdamWFactory
 
 __all__ = [
@@ -657,15 +663,15 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         if task_ids is None:
             metrics = self._impl.update(torch_batch, self.grad_step)
         else:
-            ids = torch.as_tensor(
-                np.asarray(task_ids), dtype=torch.long, device=self._device
-            )
-            if ids.shape != (batch.actions.shape[0],):
+            host = np.asarray(task_ids)
+            if host.shape != (batch.actions.shape[0],):
                 raise ValueError(
                     f"task_ids must have shape ({batch.actions.shape[0]},), "
-                    f"got {tuple(ids.shape)}"
+                    f"got {tuple(host.shape)}"
                 )
-            metrics = self._impl.update_tasks(torch_batch, ids)
+            ids = torch.as_tensor(host, dtype=torch.long, device=self._device)
+            layout = TaskLayout.from_ids(host, self._device)  # no device sync
+            metrics = self._impl.update_tasks(torch_batch, ids, layout)
         self._grad_step = self.grad_step
         return self._name_task_metrics(metrics)
 

@@ -24,6 +24,7 @@ from .networks import (
     BatchWeights,
     MaskedDecisionTransformer,
     PromptBank,
+    TaskLayout,
     TaskMasks,
     effective_weights,
 )
@@ -120,13 +121,15 @@ class HarmoDTImpl(TransformerAlgoImplBase):
     def step(self) -> int:
         return int(self._modules.masks.step)
 
-    def _weights(self, task_ids: torch.Tensor) -> BatchWeights:
+    def _weights(
+        self, task_ids: torch.Tensor, layout: TaskLayout | None = None
+    ) -> BatchWeights:
         """θ ⊙ M_t for a batch with tasks ``task_ids`` (B,).
 
         Dense masks that never change (MTDT / Prompt-DT) skip the masking.
         """
         masks = self._modules.masks if self._settings.use_masks else None
-        return effective_weights(self._masked, masks, task_ids)
+        return effective_weights(self._masked, masks, task_ids, layout)
 
     def _forward(
         self,
@@ -218,17 +221,24 @@ class HarmoDTImpl(TransformerAlgoImplBase):
     # ---------------------------------------------------------------- update
     @train_api
     def update_tasks(
-        self, batch: TorchTrajectoryMiniBatch, task_ids: torch.Tensor
+        self,
+        batch: TorchTrajectoryMiniBatch,
+        task_ids: torch.Tensor,
+        layout: TaskLayout | None = None,
     ) -> dict[str, float]:
-        """One optimizer step on sequences of the given tasks (B,)."""
-        return self._update_tasks(batch, task_ids)
+        """One optimizer step on sequences of the given tasks (B,); ``layout``
+        (from the host) spares the device a sync."""
+        return self._update_tasks(batch, task_ids, layout)
 
     def _update_tasks(
-        self, batch: TorchTrajectoryMiniBatch, task_ids: torch.Tensor
+        self,
+        batch: TorchTrajectoryMiniBatch,
+        task_ids: torch.Tensor,
+        layout: TaskLayout | None = None,
     ) -> dict[str, float]:
         optim = self._modules.optim
         optim.zero_grad()
-        weights = self._weights(task_ids)
+        weights = self._weights(task_ids, layout)
         accumulate = self._settings.accumulates
         if accumulate:
             for name in self._names:  # the effective weights' gradient, same backward
@@ -239,7 +249,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         if accumulate:
             self._accumulate(weights, per_seq.shape[0])
         if self._settings.use_masks and isinstance(optim, MaskedOptimizerWrapper):
-            union = self._modules.masks.union(torch.unique(task_ids))
+            union = self._modules.masks.union(weights.unique)
             optim.set_update_mask({self._masked[n]: union[n] for n in self._names})
         optim.step()
         self._modules.masks.step += 1

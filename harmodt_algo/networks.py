@@ -21,6 +21,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +32,7 @@ __all__ = [
     "PromptBank",
     "BatchWeights",
     "effective_weights",
+    "TaskLayout",
 ]
 
 #: Additive attention bias for forbidden positions (as d3rlpy: finite, so a
@@ -266,18 +268,55 @@ class BatchWeights:
         return w if self.shared or self.grouped else w[self.inverse]
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskLayout:
+    """Which tasks a batch holds: distinct ids (U,), each sequence's row of
+    them (B,), and whether the batch is sorted into equal task groups.
+
+    Computed on the host from the sampler's NumPy ids (:meth:`from_ids`), so
+    the training step needs no device-to-host sync to learn its own shape.
+    """
+
+    unique: torch.Tensor  # (U,)
+    inverse: torch.Tensor  # (B,)
+    grouped: bool
+
+    @staticmethod
+    def from_ids(ids: Any, device: torch.device | str) -> TaskLayout:
+        unique, inverse, counts = np.unique(
+            np.asarray(ids), return_inverse=True, return_counts=True
+        )
+        grouped = bool((counts == counts[0]).all()) and bool(
+            np.all(np.diff(inverse) >= 0)
+        )
+        return TaskLayout(
+            torch.as_tensor(unique, dtype=torch.long, device=device),
+            torch.as_tensor(inverse.reshape(-1), dtype=torch.long, device=device),
+            grouped,
+        )
+
+
 def effective_weights(
     params: Mapping[str, torch.Tensor],
     masks: TaskMasks | None,
     task_ids: torch.Tensor,
+    layout: TaskLayout | None = None,
 ) -> BatchWeights:
     """θ ⊙ M_t for the tasks of a batch (``masks=None``: dense, θ itself).
 
     One task in the batch → param-shaped tensors; several → ``(U, *shape)``
     per distinct task, applied with one batched matmul per layer (grouped when
     the batch is sorted into equal task groups), never a Python loop over tasks.
+    Without a host-computed ``layout`` it is derived on the device (a sync).
     """
-    unique, inverse = torch.unique(task_ids, return_inverse=True)  # (U,), (B,)
+    if layout is None:
+        unique, inverse = torch.unique(task_ids, return_inverse=True)  # (U,), (B,)
+        counts = torch.bincount(inverse, minlength=unique.numel())  # (U,)
+        grouped = bool((counts == counts[0]).all()) and bool(
+            (inverse[1:] >= inverse[:-1]).all()
+        )
+    else:
+        unique, inverse, grouped = layout.unique, layout.inverse, layout.grouped
     if masks is None:
         return BatchWeights(dict(params), unique, inverse, shared=True)
     if unique.numel() == 1:
@@ -288,10 +327,6 @@ def effective_weights(
         name: params[name].unsqueeze(0) * masks.get(name)[unique]  # (U, *shape)
         for name in masks.names
     }
-    counts = torch.bincount(inverse, minlength=unique.numel())  # (U,)
-    grouped = bool((counts == counts[0]).all()) and bool(
-        (inverse[1:] >= inverse[:-1]).all()
-    )
     return BatchWeights(tensors, unique, inverse, shared=False, grouped=grouped)
 
 

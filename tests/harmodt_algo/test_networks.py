@@ -238,3 +238,23 @@ def test_grouped_layout_matches_gathered_layout() -> None:
         net.masked_parameters(), masks, torch.tensor([0, 1, 0, 1, 2, 2])
     )
     assert not unequal.grouped and not unsorted.grouped
+
+
+@pytest.mark.parametrize(
+    "ids", [[1, 1, 1, 1], [0, 0, 2, 2], [2, 0, 1, 0], [0, 0, 0, 1]]
+)
+def test_host_task_layout_equals_the_device_one(ids: list[int]) -> None:
+    from harmodt_algo.networks import TaskLayout
+
+    _, masks, _ = build()
+    params = {n: torch.randn(masks.get(n).shape[1:]) for n in masks.names}
+    task_ids = torch.tensor(ids)
+    layout = TaskLayout.from_ids(ids, "cpu")
+    unique, inverse = torch.unique(task_ids, return_inverse=True)
+    assert torch.equal(layout.unique, unique) and torch.equal(layout.inverse, inverse)
+    assert layout.grouped == (ids in ([0, 0, 2, 2], [1, 1, 1, 1]))
+    a = effective_weights(params, masks, task_ids)
+    b = effective_weights(params, masks, task_ids, layout)
+    assert (a.shared, a.grouped) == (b.shared, b.grouped)
+    for name in masks.names:
+        assert torch.equal(a.tensors[name], b.tensors[name])
