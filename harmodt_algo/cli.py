@@ -660,7 +660,25 @@ def _resume_args(args: argparse.Namespace) -> tuple[Path, argparse.Namespace]:
     return run_dir, original
 
 
-def _cmd_train(args: argparse.Namespace, out: Console) -> int:
+@dataclasses.dataclass
+class _TrainPlan:
+    """``harmodt train``'s arguments, checked and resolved (no I/O yet)."""
+
+    args: argparse.Namespace
+    resume_dir: Path | None
+    preset: str
+    overrides: dict[str, Any]
+    steps: int
+    eval_every: int
+    device: str | bool
+
+    @property
+    def n_epochs(self) -> int:
+        return math.ceil(self.steps / self.eval_every)
+
+
+def _train_plan(args: argparse.Namespace) -> _TrainPlan:
+    """Everything cheap, checked before any data is loaded or file written."""
     from .harmodt import PRESETS
 
     resume_dir = None
@@ -689,11 +707,93 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
     overrides = {k: v for k, v in flags.items() if v is not None}
     overrides.update(parse_overrides(args.overrides))
     steps = int(args.steps)
-    eval_every = int(args.eval_every or max(1, math.ceil(steps / 5)))
-    eval_every = min(eval_every, steps)
-    device = _device(args.device)
+    eval_every = min(int(args.eval_every or max(1, math.ceil(steps / 5))), steps)
+    return _TrainPlan(
+        args, resume_dir, preset, overrides, steps, eval_every, _device(args.device)
+    )
 
-    # everything cheap is checked before the data is loaded
+
+def _open_run(
+    plan: _TrainPlan, algo: HarmoDT, data: Any, out: Console
+) -> tuple[Path, Path, CheckpointDir]:
+    """(run directory, logger root, checkpoints): a new run directory, or the
+    resumed one with its newest checkpoint loaded into ``algo``."""
+    if plan.resume_dir is None:
+        root = Path(plan.args.logdir)
+        name = plan.args.name or _default_name(plan.preset, plan.args.dataset)
+        run_dir = _new_run_dir(root, name)
+        run_dir.mkdir(parents=True)
+        return run_dir, root, CheckpointDir(run_dir / "checkpoints")
+    checkpoints = CheckpointDir(plan.resume_dir / "checkpoints")
+    algo.build_with_dataset(data)
+    try:
+        loaded = checkpoints.load_latest(algo)
+    except FileNotFoundError as exc:
+        raise CliError(f"cannot resume: {exc}") from None
+    out.print(
+        f"resuming {plan.resume_dir} from {loaded.name} (step {algo.grad_step})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return plan.resume_dir, plan.resume_dir.parent, checkpoints
+
+
+def _run_info(
+    plan: _TrainPlan, data: Any, algo: HarmoDT, run_dir: Path
+) -> dict[str, Any]:
+    """The ``run.json`` record of a new or resumed run."""
+    import harmodt_algo
+
+    args = plan.args
+    now = _dt.datetime.now().isoformat(timespec="seconds")
+    info: dict[str, Any] = {
+        "dataset_id": args.dataset,
+        "preset": plan.preset,
+        "steps": plan.steps,
+        "eval_every": plan.eval_every,
+        "eval_episodes": args.eval_episodes,
+        "overrides": plan.overrides,
+        "tasks": list(data.task_names),
+        "logger": args.logger,
+        "model": MODEL_FILE,
+        "status": "running",
+        "started": now,
+        "finished": None,
+        "command": ["harmodt", *sys.argv[1:]] if args.argv is None else args.argv,
+        "harmodt_version": harmodt_algo.__version__,
+    }
+    if plan.resume_dir is not None:
+        previous = _read_run_file(run_dir / MODEL_FILE)
+        info["started"] = previous.get("started", now)
+        info["resumed"] = [
+            *previous.get("resumed", []),
+            {"at": now, "step": algo.grad_step},
+        ]
+    return info
+
+
+def _train_worker(plan: _TrainPlan, algo: HarmoDT, data: Any) -> int:
+    """A torchrun rank > 0: trains its slice of every batch; rank 0 writes."""
+    import d3rlpy
+    from d3rlpy.logging import NoopAdapterFactory
+
+    if plan.resume_dir is not None:
+        algo.build_with_dataset(data)
+        CheckpointDir(plan.resume_dir / "checkpoints").load_latest(algo)
+    algo.fit(
+        data,
+        n_steps=plan.steps - algo.grad_step,
+        n_steps_per_epoch=plan.eval_every,
+        logger_adapter=NoopAdapterFactory(),
+        show_progress=False,
+    )
+    d3rlpy.distributed.destroy_process_group()
+    return EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace, out: Console) -> int:
+    plan = _train_plan(args)
+    args = plan.args
     import harmodt_algo
 
     # isort: split
@@ -701,37 +801,22 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
 
     from .harmodt import HarmoDT, HarmoDTConfig
 
-    config = HarmoDTConfig.from_preset(preset, **overrides)
-    rank, device = _join_torchrun(device)  # (0, device) unless under torchrun
+    config = HarmoDTConfig.from_preset(plan.preset, **plan.overrides)
+    rank, device = _join_torchrun(plan.device)  # (-1, device) unless torchrun
     algo = HarmoDT(config, device=device, enable_ddp=rank >= 0)
     # config.seed drives sampling, dropout and masks; the weight init draws
     # from torch's global RNG, so seed that too: same flags, same run
     d3rlpy.seed(config.seed)
-
     minari_dataset = load_minari(args.dataset)
     data = harmodt_algo.as_multitask_dataset(minari_dataset)
-    if rank > 0:  # a torchrun worker: trains its slice, rank 0 writes everything
-        from d3rlpy.logging import NoopAdapterFactory
-
-        if resume_dir is not None:
-            algo.build_with_dataset(data)
-            CheckpointDir(resume_dir / "checkpoints").load_latest(algo)
-        algo.fit(
-            data,
-            n_steps=steps - algo.grad_step,
-            n_steps_per_epoch=eval_every,
-            logger_adapter=NoopAdapterFactory(),
-            show_progress=False,
-        )
-        d3rlpy.distributed.destroy_process_group()
-        return EXIT_OK
+    if rank > 0:
+        return _train_worker(plan, algo, data)
     if data.max_episode_length > config.max_timestep:  # fit would fail later
         raise CliError(
             f"the dataset has episodes of {data.max_episode_length} steps but "
             f"max_timestep is {config.max_timestep}; pass --set "
             f"max_timestep={data.max_episode_length} (or more)"
         )
-
     evaluator = None
     if args.eval_episodes > 0:
         from .evaluation import MultiTaskEvaluator
@@ -744,96 +829,81 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
             target_returns=data if args.target_return is None else args.target_return,
             workers=args.eval_workers,
         )
-    horizon = _episode_limit(minari_dataset)
-
-    if resume_dir is not None:
-        checkpoints = CheckpointDir(resume_dir / "checkpoints")
-        algo.build_with_dataset(data)
-        try:
-            loaded = checkpoints.load_latest(algo)
-        except FileNotFoundError as exc:
-            raise CliError(f"cannot resume: {exc}") from None
-        run_dir, root = resume_dir, resume_dir.parent
-        out.print(
-            f"resuming {run_dir} from {loaded.name} (step {algo.grad_step})",
-            highlight=False,
-            soft_wrap=True,
-        )
-    else:
-        root = Path(args.logdir)
-        name = args.name or _default_name(preset, args.dataset)
-        run_dir = _new_run_dir(root, name)
-        run_dir.mkdir(parents=True)
-        checkpoints = CheckpointDir(run_dir / "checkpoints")
-    factory = _logger_factory(args.logger, root, run_dir)
-    n_epochs = math.ceil(steps / eval_every)
-    run_info: dict[str, Any] = {
-        "dataset_id": args.dataset,
-        "preset": preset,
-        "steps": steps,
-        "eval_every": eval_every,
-        "eval_episodes": args.eval_episodes,
-        "overrides": overrides,
-        "tasks": list(data.task_names),
-        "logger": args.logger,
-        "model": MODEL_FILE,
-        "status": "running",
-        "started": _dt.datetime.now().isoformat(timespec="seconds"),
-        "finished": None,
-        "command": ["harmodt", *sys.argv[1:]] if args.argv is None else args.argv,
-        "harmodt_version": harmodt_algo.__version__,
-    }
-    if resume_dir is not None:
-        previous = _read_run_file(run_dir / MODEL_FILE)
-        run_info["started"] = previous.get("started", run_info["started"])
-        run_info["resumed"] = [
-            *previous.get("resumed", []),
-            {
-                "at": _dt.datetime.now().isoformat(timespec="seconds"),
-                "step": algo.grad_step,
-            },
-        ]
+    run_dir, root, checkpoints = _open_run(plan, algo, data, out)
+    run_info = _run_info(plan, data, algo, run_dir)
     write_json_atomic(run_dir / RUN_FILE, run_info)
-
-    show = not args.no_progress
     out.print(
-        f"training {preset} on {args.dataset} ({data.num_tasks} tasks): {steps} "
-        f"steps, {n_epochs} epoch(s) of {eval_every}",
+        f"training {plan.preset} on {args.dataset} ({data.num_tasks} tasks): "
+        f"{plan.steps} steps, {plan.n_epochs} epoch(s) of {plan.eval_every}",
         highlight=False,
         soft_wrap=True,
     )
     out.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
-
     history: list[dict[str, Any]] = []
+    code = _fit_run(
+        plan, algo, data, evaluator, _episode_limit(minari_dataset),
+        (run_dir, root, checkpoints), run_info, history, out, rank,
+    )  # fmt: skip
+    if code != EXIT_OK:
+        return code
+    final = evaluator.last_result if evaluator is not None else None
+    if final is not None:
+        run_info["final"] = {
+            "step": history[-1]["step"] if history else plan.steps,
+            "success_mean": final.success_mean,
+            "return_mean": final.return_mean,
+            "tasks": {
+                r.task: {"success_rate": r.success_rate, "mean_return": r.mean_return}
+                for r in final.tasks
+            },
+        }
+    write_json_atomic(run_dir / RUN_FILE, run_info)
+    _report_run(plan, algo, run_dir, final, out)
+    return EXIT_OK
+
+
+def _fit_run(
+    plan: _TrainPlan,
+    algo: HarmoDT,
+    data: Any,
+    evaluator: Any,
+    horizon: int | None,
+    where: tuple[Path, Path, CheckpointDir],
+    run_info: dict[str, Any],
+    history: list[dict[str, Any]],
+    out: Console,
+    rank: int,
+) -> int:
+    """Train to the planned step with evaluations, periodic checkpoints and a
+    polite stop; saves the model. Returns the exit code (130/143 if stopped)."""
+    import d3rlpy
+
+    run_dir, root, checkpoints = where
+    show = not plan.args.no_progress
+    every = int(plan.args.checkpoint_every)
 
     def evaluate_epoch(trained: HarmoDT) -> dict[str, float]:
         """fit's evaluator: runs at every epoch end, after the epoch's progress
         bar closed; fit logs the returned metrics through d3rlpy's logger."""
-        assert evaluator is not None
         step = trained.grad_step
-        epoch = math.ceil(step / eval_every)
+        epoch = math.ceil(step / plan.eval_every)
         result = run_evaluation(
             evaluator,
             trained,
             progress=show,
             horizon=horizon,
-            description=f"evaluating epoch {epoch}/{n_epochs}",
+            description=f"evaluating epoch {epoch}/{plan.n_epochs}",
         )
-        metrics = result.metrics()
-        history.append({"epoch": epoch, "step": step, **metrics})
+        history.append({"epoch": epoch, "step": step, **result.metrics()})
         out.print(
-            f"epoch {epoch}/{n_epochs} (step {step}): success "
+            f"epoch {epoch}/{plan.n_epochs} (step {step}): success "
             f"{100 * result.success_mean:.1f}%, return {result.return_mean:.1f} "
             f"({len(result.tasks)} tasks × {result.n_episodes} episodes, "
             f"{result.elapsed_s:.1f} s)",
             highlight=False,
             soft_wrap=True,
         )
-        return metrics
-
-    model_path = run_dir / MODEL_FILE
-    status = "failed"
-    every = int(args.checkpoint_every)
+        return result.metrics()
 
     def checkpoint(trained: HarmoDT, epoch: int, total_step: int) -> None:
         """After every step: a periodic checkpoint, or the stop request's."""
@@ -843,27 +913,28 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
             raise TrainingStopped(stop.signum, trained.grad_step)
 
     resume = f"harmodt train --resume {run_dir}"
-    stopped_by: int | None = None
+    status, stopped_by = "failed", None
     try:
         with StopRequest() as stop:
-            if algo.grad_step < steps:
+            if algo.grad_step < plan.steps:
                 algo.fit(
                     data,
-                    n_steps=steps - algo.grad_step,
-                    n_steps_per_epoch=eval_every,
+                    n_steps=plan.steps - algo.grad_step,
+                    n_steps_per_epoch=plan.eval_every,
                     experiment_name=run_dir.name,
                     with_timestamp=False,
-                    logger_adapter=factory,
+                    logger_adapter=_logger_factory(plan.args.logger, root, run_dir),
                     show_progress=show,
                     callback=checkpoint,
                     evaluators={"multitask": evaluate_epoch} if evaluator else None,
                 )
-        algo.save(str(model_path))
+        algo.save(str(run_dir / MODEL_FILE))
         status = "finished"
         if rank == 0:  # the other ranks have left after their last step
             d3rlpy.distributed.destroy_process_group()
     except TrainingStopped as stopped:
         status, stopped_by = "interrupted", stopped.signum
+        run_info["resume"] = resume
     except KeyboardInterrupt:  # a second signal: the last periodic checkpoint
         status = "interrupted"
         run_info["resume"] = resume
@@ -876,35 +947,26 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
         run_info["grad_steps"] = algo.grad_step
         if status != "finished":
             write_json_atomic(run_dir / RUN_FILE, run_info)
-    if stopped_by is not None:
-        run_info["resume"] = resume
-        write_json_atomic(run_dir / RUN_FILE, run_info)
-        print(
-            f"{PROG}: stopped after step {algo.grad_step} of {steps} (checkpoint "
-            f"written); continue with: {resume}",
-            file=sys.stderr,
-        )
-        return 128 + stopped_by  # 130 for SIGINT, 143 for SIGTERM
+    if stopped_by is None:
+        return EXIT_OK
+    print(
+        f"{PROG}: stopped after step {algo.grad_step} of {plan.steps} (checkpoint "
+        f"written); continue with: {resume}",
+        file=sys.stderr,
+    )
+    return 128 + stopped_by  # 130 for SIGINT, 143 for SIGTERM
 
-    final = evaluator.last_result if evaluator is not None else None
-    run_info["grad_steps"] = algo.grad_step
-    if final is not None:
-        run_info["final"] = {
-            "step": history[-1]["step"] if history else steps,
-            "success_mean": final.success_mean,
-            "return_mean": final.return_mean,
-            "tasks": {
-                r.task: {"success_rate": r.success_rate, "mean_return": r.mean_return}
-                for r in final.tasks
-            },
-        }
-    write_json_atomic(run_dir / RUN_FILE, run_info)
 
+def _report_run(
+    plan: _TrainPlan, algo: HarmoDT, run_dir: Path, final: Any, out: Console
+) -> None:
+    """The end of ``harmodt train``: plots, the result table, where things are."""
+    logger = plan.args.logger
     plots: list[Path] = []
     plot_note = ""
-    if args.no_plots:
+    if plan.args.no_plots:
         plot_note = "skipped (--no-plots)"
-    elif args.logger in ("file", "both"):
+    elif logger in ("file", "both"):
         from .plots import PlotsUnavailable, plot_run
 
         try:
@@ -915,7 +977,7 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
             plot_note = f"not drawn ({exc})"
     else:
         plot_note = "none (plots are drawn from the file logger's CSVs)"
-
+    model_path = run_dir / MODEL_FILE
     if final is not None:
         out.print(final.table(title=f"{run_dir.name}: step {algo.grad_step}"))
     else:
@@ -924,25 +986,16 @@ def _cmd_train(args: argparse.Namespace, out: Console) -> int:
             highlight=False,
             soft_wrap=True,
         )
-    out.print(f"model: {model_path}", highlight=False, soft_wrap=True)
-    out.print(f"run info: {run_dir / RUN_FILE}", highlight=False, soft_wrap=True)
-    if args.logger in ("file", "both"):
-        out.print(f"logs: {run_dir}", highlight=False, soft_wrap=True)
-    if args.logger in ("tensorboard", "both"):
-        out.print(
-            f"tensorboard: tensorboard --logdir {run_dir / 'tensorboard'}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    if plots:
-        out.print(
-            "plots: " + ", ".join(str(p) for p in plots),
-            highlight=False,
-            soft_wrap=True,
-        )
-    else:
-        out.print(f"plots: {plot_note}", highlight=False, soft_wrap=True)
-    return EXIT_OK
+    lines = [f"model: {model_path}", f"run info: {run_dir / RUN_FILE}"]
+    if logger in ("file", "both"):
+        lines.append(f"logs: {run_dir}")
+    if logger in ("tensorboard", "both"):
+        lines.append(f"tensorboard: tensorboard --logdir {run_dir / 'tensorboard'}")
+    lines.append(
+        "plots: " + ", ".join(str(p) for p in plots) if plots else f"plots: {plot_note}"
+    )
+    for line in lines:
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- #
