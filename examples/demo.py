@@ -9,10 +9,10 @@
 Sized for the slower 2-core CPU (≤ 10 minutes: a 0.2 M-parameter model, batch
 16, 2000 steps); prints its wall time. Same as running:
 
-    harmodt-recipes metaworld --suite MT5 --quality near-optimal --episodes-per-task 20
+    harmodt-recipes metaworld --suite MT5 --quality near-optimal --episodes-per-task 10
     harmodt train --dataset metaworld-v3/mt5/near-optimal-v0 --preset harmodt-f \\
         --embed-size 64 --layers 2 --heads 4 --batch-size 16 --steps 2000 \\
-        --eval-every 1000 --eval-episodes 10 --logdir runs --name demo
+        --eval-every 1000 --eval-episodes 5 --logdir runs --name demo
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from harmodt_algo import cli
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes-per-task", type=int, default=20)
+    parser.add_argument("--episodes-per-task", type=int, default=10)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=1000)
-    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--logdir", default="runs")
     args = parser.parse_args()
     console = Console()

@@ -147,9 +147,10 @@ def table(results: Path) -> str:
                 f"(n={len(paired)})"
             )
         per_seed = ", ".join(f"{v:.1f}" for v in success)
+        spread = f"{mean:.1f} ± {sd:.1f}" if len(seeds) > 1 else f"{mean:.1f}"
         lines.append(
-            f"| {by_seed[seeds[0]]['label']} | {len(seeds)} | {mean:.1f} ± "
-            f"{sd:.1f} | {per_seed} | {train:.1f} | {turnover} | "
+            f"| {by_seed[seeds[0]]['label']} | {len(seeds)} | {spread} | "
+            f"{per_seed} | {train:.1f} | {turnover} | "
             + " | ".join(deltas)
             + " |"
         )
