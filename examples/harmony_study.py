@@ -150,9 +150,7 @@ def table(results: Path) -> str:
         spread = f"{mean:.1f} ± {sd:.1f}" if len(seeds) > 1 else f"{mean:.1f}"
         lines.append(
             f"| {by_seed[seeds[0]]['label']} | {len(seeds)} | {spread} | "
-            f"{per_seed} | {train:.1f} | {turnover} | "
-            + " | ".join(deltas)
-            + " |"
+            f"{per_seed} | {train:.1f} | {turnover} | " + " | ".join(deltas) + " |"
         )
     curve = _curve_rows(cells.get("mtdt", {}))
     every = [c for by_seed in cells.values() for c in by_seed.values()]

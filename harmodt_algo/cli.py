@@ -464,9 +464,9 @@ def load_model(path: str | Path, device: str | None = None) -> HarmoDT:
     try:
         algo = d3rlpy.load_learnable(str(file), device=torch_device)
     except Exception as exc:  # pickle / torch / d3rlpy all fail differently
-        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        reason = _first_sentence(f"{type(exc).__name__}: {exc}")
         raise CliError(
-            f"{str(file)!r} is not a readable d3rlpy model file ({reason[:160]})"
+            f"{str(file)!r} is not a readable d3rlpy model file ({reason})"
         ) from None
     if not isinstance(algo, harmodt_algo.HarmoDT):
         raise CliError(
@@ -480,6 +480,18 @@ def _device(device: str | None) -> str | bool:
         return parse_device(device)
     except OptionError as exc:
         raise CliError(f"--device: {exc}") from None
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    """The first sentence of an exception text (torch's pickle errors run to
+    paragraphs); cut at a word boundary with an ellipsis if still too long."""
+    line = text.strip().splitlines()[0] if text.strip() else text
+    end = line.find(". ")
+    if 0 <= end < limit:
+        return line[: end + 1]
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def _join_torchrun(device: str | bool) -> tuple[int, str | bool]:

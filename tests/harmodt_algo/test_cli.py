@@ -576,3 +576,12 @@ def test_adapt_adds_unseen_tasks_and_evaluate_reports_them(
         )
         assert_one_line_error(code, err, needle)
         assert not bad.exists()
+
+
+def test_long_load_errors_end_at_a_sentence() -> None:
+    from harmodt_algo.cli import _first_sentence
+
+    long = "UnpicklingError: Weights only load failed. This file can " + "x " * 200
+    assert _first_sentence(long) == "UnpicklingError: Weights only load failed."
+    cut = _first_sentence("word " * 100)
+    assert cut.endswith(" …") and len(cut) <= 202 and "wor …" not in cut

@@ -20,9 +20,9 @@ import torch
 from harmodt_algo.cli import MODEL_FILE, RUN_FILE
 
 ARGS = [
-    *("--steps", "100", "--eval-every", "50", "--eval-episodes", "0"),
+    *("--steps", "60", "--eval-every", "30", "--eval-episodes", "0"),
     *("--batch-size", "4", "--embed-size", "16", "--layers", "1", "--heads", "2"),
-    *("--context", "5", "--set", "mask_interval=25", "--set", "max_timestep=100"),
+    *("--context", "5", "--set", "mask_interval=10", "--set", "max_timestep=100"),
     *("--checkpoint-every", "20", "--no-progress", "--no-plots"),
 ]
 
@@ -99,7 +99,8 @@ def test_stop_then_resume_equals_an_uninterrupted_run(
         assert info["status"] == "interrupted"
         assert info["resume"] == f"harmodt train --resume {run}"
         assert "continue with: harmodt train --resume" in err
-        assert 0 < info["grad_steps"] < 100
+        # after the first checkpoint (step 20): mask updates on both sides
+        assert 20 <= info["grad_steps"] < 60
     assert not (run / MODEL_FILE).exists()
 
     resumed = _train(store, dataset_id, tmp_path, "--resume", str(run))
