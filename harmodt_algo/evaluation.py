@@ -56,7 +56,7 @@ from dataset_recipes import schema
 from dataset_recipes.envs import GOALS_PER_MAKE_SEED, make_env
 
 from .data import MultiTaskDataset, as_multitask_dataset
-from .harmodt import HarmoDT
+from .harmodt import HarmoDT, scale_inputs
 from .naming import metric_key
 
 __all__ = [
@@ -233,12 +233,7 @@ class EpisodeContexts:
         rtg = torch.from_numpy(self.rtg[sel]).to(device)  # (n, K, 1)
         ts = torch.from_numpy(self.ts[sel]).to(device)  # (n, K)
         mask = torch.from_numpy(self.mask[sel]).to(device)  # (n, K)
-        if config.observation_scaler is not None:
-            obs = config.observation_scaler.transform(obs)
-        if config.action_scaler is not None:
-            act = config.action_scaler.transform(act)
-        if config.reward_scaler is not None:
-            rtg = config.reward_scaler.transform(rtg)
+        obs, act, rtg = scale_inputs(config, obs, act, rtg)
         return obs, act, rtg, ts, mask
 
 

@@ -44,6 +44,8 @@ def save_task_policy(algo: HarmoDT, fname: str | Path, task_index: int) -> None:
             f"cannot export a policy to {str(path)!r}: use a .pt (TorchScript) "
             "or .onnx (ONNX) file name"
         )
+    from .harmodt import scale_inputs  # harmodt imports this module
+
     impl = algo.impl
     if impl is None:
         raise RuntimeError("the model is not built yet: fit() or load it first")
@@ -63,15 +65,12 @@ def save_task_policy(algo: HarmoDT, fname: str | Path, task_index: int) -> None:
         returns_to_go: torch.Tensor,
         timesteps: torch.Tensor,
     ) -> torch.Tensor:
-        obs = observations.unsqueeze(0)  # (1, K, obs)
-        act = actions.unsqueeze(0)  # (1, K, A)
-        rtg = returns_to_go.unsqueeze(0)  # (1, K, 1)
-        if cfg.observation_scaler is not None:
-            obs = cfg.observation_scaler.transform(obs)
-        if cfg.action_scaler is not None:
-            act = cfg.action_scaler.transform(act)
-        if cfg.reward_scaler is not None:
-            rtg = cfg.reward_scaler.transform(rtg)
+        obs, act, rtg = scale_inputs(
+            cfg,
+            observations.unsqueeze(0),  # (1, K, obs)
+            actions.unsqueeze(0),  # (1, K, A)
+            returns_to_go.unsqueeze(0),  # (1, K, 1)
+        )
         inpt = TorchTransformerInput(
             observations=obs,
             actions=act,

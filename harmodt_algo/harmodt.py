@@ -342,6 +342,24 @@ def mask_update_settings(config: HarmoDTConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in MASK_UPDATE_FIELDS}
 
 
+def scale_inputs(
+    config: HarmoDTConfig,
+    observations: torch.Tensor,
+    actions: torch.Tensor,
+    returns_to_go: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Observations, actions and returns-to-go through the config's scalers,
+    as d3rlpy's ``TorchTransformerInput.from_numpy`` does: the one place for
+    the prompts, the evaluator and the exported policy."""
+    if config.observation_scaler is not None:
+        observations = config.observation_scaler.transform(observations)
+    if config.action_scaler is not None:
+        actions = config.action_scaler.transform(actions)
+    if config.reward_scaler is not None:
+        returns_to_go = config.reward_scaler.transform(returns_to_go)
+    return observations, actions, returns_to_go
+
+
 def _process() -> tuple[int, int]:
     """(rank, world size) of a torch.distributed run; (0, 1) without one."""
     if dist.is_available() and dist.is_initialized():
@@ -794,20 +812,12 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
     def scale_prompts(self, raw: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Prompt arrays (T, P, ...) as the model sees them: through its
         observation, action and reward scalers, on its device."""
-        cfg = self._config
         arrays = {k: torch.as_tensor(np.asarray(v)) for k, v in raw.items()}
-        if cfg.observation_scaler is not None:
-            arrays["observations"] = cfg.observation_scaler.transform(
-                arrays["observations"].float().to(self._device)
-            )
-        if cfg.action_scaler is not None:
-            arrays["actions"] = cfg.action_scaler.transform(
-                arrays["actions"].float().to(self._device)
-            )
-        if cfg.reward_scaler is not None:
-            arrays["returns_to_go"] = cfg.reward_scaler.transform(
-                arrays["returns_to_go"].float().to(self._device)
-            )
+        keys = ("observations", "actions", "returns_to_go")
+        scaled = scale_inputs(
+            self._config, *(arrays[k].float().to(self._device) for k in keys)
+        )
+        arrays.update(zip(keys, scaled, strict=True))
         return arrays
 
     def fit(  # type: ignore[override]
