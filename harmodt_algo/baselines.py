@@ -69,6 +69,7 @@ from .evaluation import (
     lookup_target_return,
     one_hot_replay_buffer,
 )
+from .types import F32, I64, Bool, FloatArray
 
 __all__ = [
     "BASELINES",
@@ -85,10 +86,6 @@ __all__ = [
     "strip_one_hot",
 ]
 
-F32: TypeAlias = npt.NDArray[np.float32]
-I64: TypeAlias = npt.NDArray[np.int64]
-Bool: TypeAlias = npt.NDArray[np.bool_]
-FloatArray: TypeAlias = npt.NDArray[np.floating[Any]]
 #: Anything :func:`make_baseline` returns.
 BaselineAlgo: TypeAlias = "QLearningAlgoBase[Any, Any] | TransformerAlgoBase[Any, Any]"
 

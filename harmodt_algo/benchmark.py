@@ -64,7 +64,6 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from . import masks as mask_ops
 from ._quiet import d3rlpy_warnings_only
 from .baselines import (
     BASELINES,
@@ -76,8 +75,9 @@ from .baselines import (
 )
 from .data import MultiTaskDataset, as_multitask_dataset
 from .files import write_json_atomic
-from .harmodt import PRESETS, HarmoDT, HarmoDTConfig, mask_update_settings
+from .harmodt import PRESETS, HarmoDT, HarmoDTConfig
 from .options import OptionError, parse_device, parse_list, parse_value
+from .summary import active_parameters, count_parameters, mask_movement
 
 __all__ = [
     "BenchmarkError",
@@ -547,62 +547,6 @@ def _torch_device(device: str) -> Any:
         raise BenchmarkError(f"--device: {exc}") from None
 
 
-def count_parameters(algo: Any) -> int:
-    """Trainable parameters of a built d3rlpy algorithm (target networks and
-    buffers such as masks and prompts excluded; shared ones counted once)."""
-    impl = getattr(algo, "impl", None)
-    if impl is None:
-        raise RuntimeError("the model is not built yet")
-    import torch
-
-    modules = impl.modules
-    seen: set[int] = set()
-    total = 0
-    for field in dataclasses.fields(modules):
-        if field.name.startswith("targ"):
-            continue
-        module = getattr(modules, field.name)
-        if not isinstance(module, torch.nn.Module):
-            continue
-        for param in module.parameters():
-            if id(param) not in seen:
-                seen.add(id(param))
-                total += int(param.numel())
-    return total
-
-
-def _active_parameters(algo: HarmoDT) -> float | None:
-    """HarmoDT: mean over tasks of the parameters a task uses (masked entries
-    count only where its mask is on)."""
-    impl = algo.impl
-    if impl is None:
-        return None
-    masks = impl.flat_masks()  # (T, masked entries)
-    total = count_parameters(algo)
-    per_task = total - masks.shape[1] + masks.float().sum(dim=1)
-    return float(per_task.mean())
-
-
-def _mask_movement(initial: Any, algo: HarmoDT) -> dict[str, Any]:
-    """How far training moved the task masks: per-task drift from the initial
-    masks, the total turnover (every entry ever dropped, over the initially
-    active ones: counts entries that came back too), the mean pairwise
-    Jaccard overlap between tasks before and after (1.0 = every task uses the
-    same weights; None for one task), and the mask-update settings."""
-    assert algo.impl is not None
-    final = algo.impl.flat_masks()  # (T, N)
-    drift = mask_ops.mask_drift(initial.to(final.device), final)  # (T,)
-    return {
-        "interval": int(algo.config.mask_interval),
-        "settings": mask_update_settings(algo.config),
-        "drift_mean": float(drift.mean()),
-        "drift": dict(zip(algo.task_names, drift.tolist(), strict=True)),
-        "turnover_mean": float(algo.impl.mask_turnover().mean()),
-        "overlap_initial": mask_ops.mean_mask_overlap(initial),
-        "overlap_final": mask_ops.mean_mask_overlap(final),
-    }
-
-
 def _reproducibility(algo: HarmoDT, data: MultiTaskDataset) -> dict[str, Any] | None:
     """For a model whose masks are rewired: how reproducible its final mask
     update's choice is (two independent estimates; see reproducibility.py)."""
@@ -778,11 +722,11 @@ def run_cell(
         "device": settings.device,
         "param_count": count_parameters(algo),
         "active_param_count": (
-            _active_parameters(algo) if isinstance(algo, HarmoDT) else None
+            active_parameters(algo) if isinstance(algo, HarmoDT) else None
         ),
         "masks": (
             {
-                **_mask_movement(initial_masks, algo),
+                **mask_movement(initial_masks, algo),
                 "reproducibility": _reproducibility(algo, data),
             }
             if initial_masks is not None

@@ -1179,53 +1179,23 @@ def describe_model(
     algo: HarmoDT, run: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """Everything ``harmodt info`` shows, as JSON-able data."""
-    from . import masks as mask_ops
-    from .harmodt import mask_update_settings
+    from .summary import mask_summary
 
-    impl = algo.impl
-    assert impl is not None  # load_learnable always builds the model
-    cfg = algo.config
-    tasks = list(algo.task_names)
-    flat = impl.flat_masks()  # (T, N) bool
-    densities = mask_ops.task_densities(flat)  # (T,)
-    overlap = mask_ops.mask_overlap(flat)  # (T, T)
-    transformer = impl.modules.transformer
-    total = sum(p.numel() for p in transformer.parameters())
-    masked = int(flat.shape[1])
-    active = flat.sum(dim=1).tolist()  # (T,)
-    t = len(tasks)
-    pairs = [float(overlap[i, j]) for i in range(t) for j in range(i + 1, t)]
-    turnover = impl.mask_turnover().tolist()  # (T,)
+    assert algo.impl is not None  # load_learnable always builds the model
     run = run or {}
     preset = run.get("preset")
     preset_source = "run.json"
     if not preset:
-        preset, preset_source = infer_preset(cfg), "inferred from the config"
+        preset, preset_source = infer_preset(algo.config), "inferred from the config"
     return {
-        "tasks": tasks,
-        "num_tasks": t,
+        "tasks": list(algo.task_names),
+        "num_tasks": len(algo.task_names),
         "preset": preset,
         "preset_source": preset_source if preset else None,
         "dataset_id": run.get("dataset_id"),
         "grad_steps": algo.grad_step,
-        "config": {k: getattr(cfg, k) for k in SUMMARY_KEYS},
-        "parameters": {
-            "total": int(total),
-            "masked": masked,
-            "active_per_task": {n: int(a) for n, a in zip(tasks, active, strict=True)},
-        },
-        "mask_density": {n: float(d) for n, d in zip(tasks, densities, strict=True)},
-        "mask_update": mask_update_settings(cfg),
-        "mask_turnover": {
-            "mean": sum(turnover) / max(len(turnover), 1),
-            "per_task": {n: float(v) for n, v in zip(tasks, turnover, strict=True)},
-        },
-        "mask_overlap": {
-            "mean": mask_ops.mean_mask_overlap(flat),
-            "min": min(pairs) if pairs else None,
-            "max": max(pairs) if pairs else None,
-            "matrix": [[float(v) for v in row] for row in overlap.tolist()],
-        },
+        "config": {k: getattr(algo.config, k) for k in SUMMARY_KEYS},
+        **mask_summary(algo),
     }
 
 

@@ -60,6 +60,8 @@ from minari.dataset.episode_data import EpisodeData
 
 from dataset_recipes.schema import INFO_TASK_ID, INFO_TASK_NAME, METADATA_TASKS
 
+from .types import I64
+
 __all__ = [
     "DatasetError",
     "MultiTaskDataset",
@@ -69,8 +71,6 @@ __all__ = [
     "round_robin_task",
 ]
 
-F32: TypeAlias = npt.NDArray[np.float32]
-I64: TypeAlias = npt.NDArray[np.int64]
 
 #: Everything ``as_multitask_dataset`` accepts.
 MultiTaskSource: TypeAlias = (

@@ -46,7 +46,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
-import numpy.typing as npt
 import torch
 from d3rlpy.algos.qlearning import QLearningAlgoBase
 from d3rlpy.dataset import Episode, ReplayBuffer, create_infinite_replay_buffer
@@ -58,6 +57,7 @@ from dataset_recipes.envs import GOALS_PER_MAKE_SEED, make_env
 from .data import MultiTaskDataset, as_multitask_dataset
 from .harmodt import HarmoDT, scale_inputs
 from .naming import metric_key
+from .types import F32, F64, I64, Bool, FloatArray
 
 __all__ = [
     "MultiTaskPolicy",
@@ -76,11 +76,6 @@ __all__ = [
     "MAX_EPISODES_PER_TASK",
 ]
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
-Bool = npt.NDArray[np.bool_]
-FloatArray = npt.NDArray[np.floating[Any]]
 
 #: Held-out goals per task (one evaluation make-seed): the most episodes per
 #: task that can each run on a different goal.
