@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harmodt_algo import HarmoDT, HarmoDTConfig, MultiTaskDataset
-from harmodt_algo.harmodt import _step_seed
+from harmodt_algo.harmodt import step_seed
 from harmodt_algo.options import parse_device
 
 OBS, ACT, EP_LEN = 39, 4, 500
@@ -138,7 +138,7 @@ def harmodt_step(
 
     def step() -> None:
         s = next(counter)
-        rng = np.random.default_rng(_step_seed(0, s, 0))
+        rng = np.random.default_rng(step_seed(0, s, 0))
         ids = algo._schedule(s, data.num_tasks, rng)
         algo.update(data.sample_batch(ids, args.context, rng), task_index[ids])
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from . import __version__, schema
 from .card import TaskStats, render_card, stats_markdown
+from .commandline import Terminated
 from .envs import (
     ACTION_SPACE,
     GOALS_PER_MAKE_SEED,
@@ -456,8 +457,9 @@ def _execute(
                             and generated < len(pending)
                         ):
                             raise interrupted("stop_after_chunks")
-        except KeyboardInterrupt:
-            raise interrupted("KeyboardInterrupt") from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+            why = "SIGTERM" if isinstance(exc, Terminated) else "KeyboardInterrupt"
+            raise interrupted(why) from exc
     return generated, reused
 
 
@@ -746,7 +748,7 @@ def build_metaworld_dataset(
 
     Raises:
         RecipeError: bad input (before any environment is stepped).
-        BuildInterrupted: Ctrl-C or ``stop_after_chunks``; staged work is kept.
+        BuildInterrupted: Ctrl-C, SIGTERM or ``stop_after_chunks``; staged work is kept.
     """
     start = time.perf_counter()
     plan = _make_plan(
@@ -761,62 +763,159 @@ def build_metaworld_dataset(
     n_workers = _positive_int("workers", workers, 1024)
     default_id = _default_id(plan)
     target = _check_dataset_id(dataset_id) if dataset_id is not None else default_id
+    root = _writable_root(target, overwrite)
+    staging = _Staging.of(root, target, plan)
+    with _lock(staging.lock, target):
+        items = staging.prepare(plan)
+        generated, reused = _execute(
+            plan, items, n_workers, progress, stop_after_chunks, progress_stream
+        )
+        stats, refs = _load_stats(plan, items)
+        about = _describe(
+            plan, target, default_id, stats, author, code_permalink, command
+        )
+        built = _assemble(staging.folder, target, plan, items, stats, refs, about)
+        path = _publish(built, root, target, staging.folder, overwrite)
+        staging.remove()
+    return _build_result(
+        plan, target, path, stats, about.card, generated, reused, start
+    )
+
+
+# ------------------------------------------------------------ build phases
+
+
+def _writable_root(target: str, overwrite: bool) -> Path:
+    """The Minari root, checked before any work starts: writable, and without
+    a dataset ``target`` unless it may be overwritten."""
     root = datasets_root()
     _check_writable(root)
     final = root / target
     if final.exists() and not overwrite:
         raise RecipeError(_exists_message(target, final))
+    return root
 
-    slug = target.replace("/", "__")
-    staging_parent = root / STAGING_DIRNAME
-    staging = staging_parent / f"{slug}-{plan.digest()}"
-    with _lock(staging_parent / f"{slug}.lock", target):
-        for other in staging_parent.glob(f"{slug}-*"):
-            if other.is_dir() and other != staging:
+
+@dataclass(frozen=True)
+class _Staging:
+    """One build's hidden work area under ``<root>/.staging``. Its folder is
+    named by the digest of the parameters, so a re-run with the same
+    parameters finds (and resumes from) its staged chunks."""
+
+    parent: Path  # <root>/.staging, which also holds the shared reference rollouts
+    slug: str  # the dataset id as one path component
+    folder: Path  # <parent>/<slug>-<digest>
+
+    @classmethod
+    def of(cls, root: Path, target: str, plan: _Plan) -> _Staging:
+        slug = target.replace("/", "__")
+        parent = root / STAGING_DIRNAME
+        return cls(parent, slug, parent / f"{slug}-{plan.digest()}")
+
+    @property
+    def lock(self) -> Path:
+        """Held for the whole build: one build per dataset id at a time."""
+        return self.parent / f"{self.slug}.lock"
+
+    def prepare(self, plan: _Plan) -> list[WorkItem]:
+        """Drop staged work of other parameters, record these parameters, and
+        list the work items (chunks in the folder, reference rollouts shared)."""
+        for other in self.parent.glob(f"{self.slug}-*"):
+            if other.is_dir() and other != self.folder:
                 shutil.rmtree(other, ignore_errors=True)  # different parameters
-        staging.mkdir(parents=True, exist_ok=True)
-        (staging / "recipe.json").write_text(json.dumps(plan.params(), indent=1))
-        items = plan.items(staging, staging_parent / f"refs-v{RECIPE_VERSION}")
-        generated, reused = _execute(
-            plan, items, n_workers, progress, stop_after_chunks, progress_stream
-        )
-        stats, refs = _load_stats(plan, items)
-        env_meta = env_metadata(
-            plan.tasks, plan.seed, plan.episodes_per_task, plan.max_episode_steps
-        )
-        cmd = command or _default_command(plan, target, default_id)
-        card = render_card(
-            dataset_id=target,
-            tasks=plan.tasks,
-            suite=plan.suite,
-            quality=plan.quality,
-            seed=plan.seed,
-            episodes_per_task=plan.episodes_per_task,
-            max_episode_steps=plan.max_episode_steps,
-            stats=stats,
-            env_meta=env_meta,
-            command=cmd,
-            package_version=__version__,
-            recipe_version=RECIPE_VERSION,
-        )
-        assemble_root = staging / "assemble"
-        shutil.rmtree(assemble_root, ignore_errors=True)
-        built = _write_minari(
-            assemble_root,
-            target,
-            plan,
-            items,
-            stats,
-            refs,
-            card,
-            env_meta,
-            author,
-            code_permalink,
-            cmd,
-        )
-        path = _publish(built, root, target, staging, overwrite)
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging_parent / f"{slug}.lock").unlink(missing_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "recipe.json").write_text(json.dumps(plan.params(), indent=1))
+        return plan.items(self.folder, self.parent / f"refs-v{RECIPE_VERSION}")
+
+    def remove(self) -> None:
+        """After publishing: nothing is left to resume."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.lock.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _Description:
+    """What the dataset says about itself: its card, and the metadata on how
+    to rebuild its environments and who built it with which command."""
+
+    card: str
+    env_meta: dict[str, Any]
+    command: str
+    author: str
+    code_permalink: str
+
+
+def _describe(
+    plan: _Plan,
+    target: str,
+    default_id: str,
+    stats: Sequence[TaskStats],
+    author: str,
+    code_permalink: str,
+    command: str | None,
+) -> _Description:
+    """The card and provenance of dataset ``target`` (``command`` defaults to
+    the CLI command that rebuilds it)."""
+    env_meta = env_metadata(
+        plan.tasks, plan.seed, plan.episodes_per_task, plan.max_episode_steps
+    )
+    cmd = command or _default_command(plan, target, default_id)
+    card = render_card(
+        dataset_id=target,
+        tasks=plan.tasks,
+        suite=plan.suite,
+        quality=plan.quality,
+        seed=plan.seed,
+        episodes_per_task=plan.episodes_per_task,
+        max_episode_steps=plan.max_episode_steps,
+        stats=stats,
+        env_meta=env_meta,
+        command=cmd,
+        package_version=__version__,
+        recipe_version=RECIPE_VERSION,
+    )
+    return _Description(card, env_meta, cmd, author, code_permalink)
+
+
+def _assemble(
+    staging: Path,
+    target: str,
+    plan: _Plan,
+    items: Sequence[WorkItem],
+    stats: Sequence[TaskStats],
+    refs: dict[str, dict[str, float]],
+    about: _Description,
+) -> Path:
+    """Write the Minari dataset into ``<staging>/assemble``, cleared first (a
+    killed run may have left half a dataset there); returns its folder."""
+    assemble_root = staging / "assemble"
+    shutil.rmtree(assemble_root, ignore_errors=True)
+    return _write_minari(
+        assemble_root,
+        target,
+        plan,
+        items,
+        stats,
+        refs,
+        about.card,
+        about.env_meta,
+        about.author,
+        about.code_permalink,
+        about.command,
+    )
+
+
+def _build_result(
+    plan: _Plan,
+    target: str,
+    path: Path,
+    stats: Sequence[TaskStats],
+    card: str,
+    generated: int,
+    reused: int,
+    start: float,
+) -> BuildResult:
+    """The summary of a finished build (``start``: its ``perf_counter`` time)."""
     return BuildResult(
         dataset_id=target,
         path=path,

@@ -17,35 +17,34 @@ Subcommands::
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
-from typing import NoReturn
 
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
+from .commandline import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    OneLineParser,
+    Terminated,
+    run_command,
+)
 from .errors import BuildInterrupted, RecipeError
 from .qualities import QUALITIES, QUALITY_NAMES
 from .suites import SUITE_NAMES, all_tasks, list_suites
 
 PROG = "harmodt-recipes"
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors as a single line (exit code 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Build Minari datasets of Meta-World v3.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(
+        prog=PROG, description="Build Minari datasets of Meta-World v3."
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=OneLineParser
+    )
 
     def add_recipe_args(p: argparse.ArgumentParser, episodes_default: int) -> None:
         p.add_argument("--suite", help=f"one of {', '.join(SUITE_NAMES)}")
@@ -97,10 +96,6 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     add_recipe_args(cal, 10)
     return parser
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def _cmd_metaworld(args: argparse.Namespace, out: Console) -> int:
@@ -214,32 +209,28 @@ def _cmd_calibrate(args: argparse.Namespace, out: Console) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted,
+    143 terminated)."""
     args = _build_parser().parse_args(argv)
     out = Console()
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        if args.command == "metaworld":
-            return _cmd_metaworld(args, out)
-        if args.command == "show":
-            return _cmd_show(args, out)
-        if args.command == "list":
-            return _cmd_list(out)
-        if args.command == "calibrate":
-            return _cmd_calibrate(args, out)
+
+    def command() -> int:
+        try:
+            if args.command == "metaworld":
+                return _cmd_metaworld(args, out)
+            if args.command == "show":
+                return _cmd_show(args, out)
+            if args.command == "list":
+                return _cmd_list(out)
+            if args.command == "calibrate":
+                return _cmd_calibrate(args, out)
+        except BuildInterrupted as exc:  # its message says how to resume
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            stopped_by_term = isinstance(exc.__cause__, Terminated)
+            return EXIT_TERMINATED if stopped_by_term else EXIT_INTERRUPTED
         raise AssertionError(args.command)  # pragma: no cover
-    except RecipeError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BuildInterrupted as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+    return run_command(PROG, command, (RecipeError,))
 
 
 if __name__ == "__main__":  # pragma: no cover

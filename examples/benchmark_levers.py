@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchmark_matrix import EPISODES_PER_TASK, EVAL_EPISODES, RESULTS, SIZE, STEPS
+
+from harmodt_algo.benchmark import load_cells, parse_dataset
+from harmodt_algo.benchmark.committed import (
+    EPISODES_PER_TASK,
+    EVAL_EPISODES,
+    RESULTS,
+    SIZE,
+    STEPS,
+)
 
 DATASET = "MT10:sub-optimal"
 #: variants also run on a second column, to see whether a result replicates
@@ -99,7 +107,6 @@ def _row(label: str, cells: list[dict[str, Any]]) -> str:
 
 def table() -> str:
     """Markdown: per dataset, references from the matrix, then the variants."""
-    from harmodt_algo.benchmark import load_cells, parse_dataset
 
     def cells_of(root: str, dataset_id: str, method: str) -> list[dict[str, Any]]:
         if not Path(root).is_dir():

@@ -24,9 +24,10 @@ the transformers are shrunk to embed 64, 2 layers, 4 heads, K 20, batch 64
 0.17-0.23 M parameters), 2000 gradient steps per cell, 50 episodes per task. The
 MLP baselines keep their 256x2 networks (cheap). d3rlpy CQL is left out of the
 committed run: at ~0.1 s per step it costs as much as a DT cell and is not one
-of the paper's baselines; add ``mtcql`` to METHODS to include it. The paper's
-own budget (embed 256, 6 layers, 5.3 M parameters, 10^5-10^6 steps) is 50-500x
-the steps at ~20x the parameters.
+of the paper's baselines; add ``mtcql`` to ``METHODS`` (in
+``harmodt_algo/benchmark/committed.py``, where the matrix's settings live) to
+include it. The paper's own budget (embed 256, 6 layers, 5.3 M parameters,
+10^5-10^6 steps) is 50-500x the steps at ~20x the parameters.
 """
 
 from __future__ import annotations
@@ -34,43 +35,18 @@ from __future__ import annotations
 import argparse
 import shlex
 
-#: Recipe data: built by the harness when missing (``SUITE:quality``).
-DATASETS = {
-    "sub-optimal": ("MT10:sub-optimal", "MT5:sub-optimal"),
-    "near-optimal": ("MT10:near-optimal", "MT5:near-optimal"),
-}
-#: Episodes per task of the recipe datasets (the paper's data has ~2000 near-
-#: optimal / ~1000 sub-optimal per task; 50 builds MT10 in about a minute).
-EPISODES_PER_TASK = 50
-#: Seeds per quality (>= 3 for sub-optimal, where methods differ).
-SEEDS = {"sub-optimal": (0, 1, 2), "near-optimal": (0,)}
-#: One gradient-step budget for every method.
-STEPS = 2_000
-#: One transformer size for every DT-like method (``--set`` options; an
-#: unprefixed option applies to every selected method that has it).
-#: ``protect_1d=false``: this matrix ran before 1-D parameters were protected
-#: from dropping (the ``harmodt-f-v0`` behaviour), so it reproduces as run.
-SIZE = (
-    "embed_size=64",
-    "num_layers=2",
-    "num_heads=4",
-    "protect_1d=false",
-    "mtdt-d3rlpy.hidden_units=[64]",
+# the matrix's settings live in the package, so studies built on it share them
+from harmodt_algo.benchmark.committed import (
+    DATASETS,
+    EPISODES_PER_TASK,
+    EVAL_EPISODES,
+    METHODS,
+    REPORT,
+    RESULTS,
+    SEEDS,
+    SIZE,
+    STEPS,
 )
-EVAL_EPISODES = 10
-METHODS = (
-    "harmodt-f",
-    "harmodt-m",
-    "harmodt-r",
-    "mtdt",
-    "prompt-dt",
-    "mtbc",
-    "mtiql",
-    "mtdt-d3rlpy",
-    "mttd3bc",
-)
-RESULTS = "results/benchmark"
-REPORT = "docs/benchmarks"
 
 
 def commands(device: str = "cpu", python: str = "python") -> list[str]:

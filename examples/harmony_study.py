@@ -11,6 +11,7 @@ budget (the learning curve that says whether the budget has converged).
     python examples/harmony_study.py                 # the run commands
     python examples/harmony_study.py | xargs -d '\n' -P 2 -I{} sh -c '{}'
     python examples/harmony_study.py --table         # docs/benchmarks/study.md
+    python examples/harmony_study.py --longer        # the 20k-step budget probe
 
 Cells resume (``results/study``), so the study can be run in parts.
 """
@@ -55,22 +56,37 @@ METHODS = (
     "mtbc",
 )
 REFERENCES = ("mtdt", "sparse-static")
+CURVE_EVERY = 5_000
+#: the budget probe: does the result hold at twice the budget? MTDT and
+#: HarmoDT+ at 20 000 steps, evaluated every 5 000, on two seeds
+LONGER_STEPS = 20_000
+LONGER_SEEDS = (0, 1)
+LONGER_METHODS = ("mtdt", "harmodt-plus")
+LONGER_RESULTS = "results/study-20k"
 #: t_{0.975, df} for 95 % confidence intervals of paired differences
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365}
 
 
-def _run(methods: tuple[str, ...], seed: int, python: str) -> str:
+def _run(
+    methods: tuple[str, ...],
+    seed: int,
+    python: str,
+    steps: int = STEPS,
+    out: str = RESULTS,
+    curve: bool = False,
+) -> str:
+    curve = curve or methods == ("mtdt",)
     argv = [
         python,
         *("-m", "harmodt_algo.benchmark", "run"),
         *("--methods", ",".join(methods), "--datasets", DATASET),
-        *("--seeds", str(seed), "--steps", str(STEPS)),
+        *("--seeds", str(seed), "--steps", str(steps)),
         *("--eval-episodes", str(EVAL_EPISODES)),
         *("--episodes-per-task", str(EPISODES_PER_TASK)),
         *(arg for option in SIZE for arg in ("--set", option)),
         *(("--set", "mtbc.batch_size=256") if "mtbc" in methods else ()),
-        *(("--curve-every", str(STEPS // 2)) if methods == ("mtdt",) else ()),
-        *("--threads", "1", "--out", RESULTS),
+        *(("--curve-every", str(CURVE_EVERY)) if curve else ()),
+        *("--threads", "1", "--out", out),
     ]
     return shlex.join(argv)
 
@@ -84,6 +100,17 @@ def commands(python: str = "python") -> list[str]:
     ]
     lines[1].insert(0, _run(SEED0_ONLY, 0, python))
     return [" && ".join(line) for line in lines]
+
+
+def longer_commands(python: str = "python") -> list[str]:
+    """The budget probe: one stream per method, seeds in turn."""
+    return [
+        " && ".join(
+            _run((m,), s, python, LONGER_STEPS, LONGER_RESULTS, curve=True)
+            for s in LONGER_SEEDS
+        )
+        for m in LONGER_METHODS
+    ]
 
 
 def _cells(results: Path) -> dict[str, dict[int, dict[str, Any]]]:
@@ -152,7 +179,7 @@ def table(results: Path) -> str:
             f"| {by_seed[seeds[0]]['label']} | {len(seeds)} | {spread} | "
             f"{per_seed} | {train:.1f} | {turnover} | " + " | ".join(deltas) + " |"
         )
-    curve = _curve_rows(cells.get("mtdt", {}))
+    curve = _curve_rows(cells.get("mtdt", {}), "MTDT")
     every = [c for by_seed in cells.values() for c in by_seed.values()]
     hours = sum(c["train_time_s"] + c["eval_time_s"] for c in every) / 3600
     cost = (
@@ -162,21 +189,39 @@ def table(results: Path) -> str:
     return "\n".join(lines) + "\n\n" + curve + "\n" + cost
 
 
-def _curve_rows(mtdt: dict[int, dict[str, Any]]) -> str:
+def _curve_rows(by_seed: dict[int, dict[str, Any]], label: str) -> str:
     points: dict[int, list[float]] = {}
-    for cell in mtdt.values():
+    for cell in by_seed.values():
         for point in cell.get("curve") or ():
             points.setdefault(int(point["step"]), []).append(
                 100 * point["success_mean"]
             )
     if not points:
         return ""
-    rows = ["| MTDT at step | seeds | success % (mean ± std) |", "|---:|---:|---:|"]
+    rows = [f"| {label} at step | seeds | success % (mean ± std) | per seed |"]
+    rows.append("|---:|---:|---:|---|")
     for step in sorted(points):
         values = np.array(points[step])
         mean, sd, _ = _mean_ci(values)
-        rows.append(f"| {step} | {len(values)} | {mean:.1f} ± {sd:.1f} |")
+        per_seed = ", ".join(f"{v:.1f}" for v in values)
+        rows.append(f"| {step} | {len(values)} | {mean:.1f} ± {sd:.1f} | {per_seed} |")
     return "\n".join(rows) + "\n"
+
+
+def longer_table(results: Path) -> str:
+    """The budget probe's curves, one table per method (empty if not run)."""
+    cells = _cells(results)
+    parts = [
+        _curve_rows(cells[m], cells[m][min(cells[m])]["label"])
+        for m in LONGER_METHODS
+        if cells.get(m)
+    ]
+    if not parts:
+        return ""
+    every = [c for by_seed in cells.values() for c in by_seed.values()]
+    hours = sum(c["train_time_s"] + c["eval_time_s"] for c in every) / 3600
+    head = f"Budget probe: {LONGER_STEPS} steps ({len(every)} cells, {hours:.2f} CPU-h)"
+    return head + "\n\n" + "\n".join(parts)
 
 
 def plot_curve(results: Path, out: Path) -> None:
@@ -205,13 +250,21 @@ def plot_curve(results: Path, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--table", action="store_true", help=f"write {TABLE}")
+    parser.add_argument(
+        "--longer", action="store_true", help="the 20k-step budget probe's commands"
+    )
     parser.add_argument("--results", default=RESULTS)
     parser.add_argument("--python", default="python")
     args = parser.parse_args()
+    if args.longer:
+        print("\n".join(longer_commands(args.python)))
+        return
     if not args.table:
         print("\n".join(commands(args.python)))
         return
     text = table(Path(args.results))
+    probe = longer_table(Path(LONGER_RESULTS))
+    text += "\n" + probe if probe else ""
     Path(TABLE).write_text(text)
     plot_curve(Path(args.results), Path(CURVE))
     print(text)

@@ -4,15 +4,14 @@ Why this module exists: the paper compares HarmoDT with multi-task versions of
 single-task methods (MTBC, MTIQL, MTDT). A d3rlpy algorithm has no notion of a
 task, so the standard trick is used: append the task id as a one-hot vector to
 every observation, in the training data *and* in the environment, and train the
-unchanged algorithm on the pooled data. This module makes that trick reusable
-for any d3rlpy algorithm, so ``harmodt_algo.benchmark`` can compare HarmoDT with
-them on the same data, the same gradient-step budget and the same evaluator.
+unchanged algorithm on the pooled data. The trick itself (observation
+transform, one-hot episodes, the policy adapters) lives in
+:mod:`harmodt_algo.one_hot`; this module names the baselines, builds them and
+fits them, so ``harmodt_algo.benchmark`` can compare HarmoDT with them on the
+same data, the same gradient-step budget and the same evaluator.
 
 Pieces:
 
-* :func:`append_one_hot` / :func:`strip_one_hot` - the observation transform
-  and its inverse; :class:`OneHotTaskObservation` - the same as a gymnasium
-  wrapper (for d3rlpy's own single-env evaluation helpers).
 * :data:`BASELINES`, :func:`baseline_config`, :func:`make_baseline` - BC (MTBC),
   IQL (MTIQL), CQL (MTCQL), TD3+BC (MTTD3+BC) and d3rlpy's DecisionTransformer
   (``mtdt-d3rlpy``, MTDT as d3rlpy ships it) with small CPU-friendly defaults
@@ -20,15 +19,14 @@ Pieces:
 * :func:`fit_baseline` - builds the one-hot replay buffer (the task's position
   is the dataset's task order) and calls the algorithm's own ``fit``.
 * :func:`baseline_policy` - the fitted algorithm as a ``MultiTaskPolicy`` for
-  :class:`~harmodt_algo.evaluation.MultiTaskEvaluator`. Q-learning-style
-  algorithms use the evaluator's :class:`~harmodt_algo.evaluation.
-  D3rlpyOneHotPolicy`; transformers need a per-episode context, which the
-  evaluator's adapters do not cover, so :class:`D3rlpyTransformerOneHotPolicy`
-  is defined here.
+  :class:`~harmodt_algo.evaluation.MultiTaskEvaluator`:
+  :class:`~harmodt_algo.one_hot.D3rlpyOneHotPolicy` for Q-learning-style
+  algorithms, :class:`~harmodt_algo.one_hot.D3rlpyTransformerOneHotPolicy` for
+  transformers (which need a per-episode context).
 
-The task's one-hot position is its index in the dataset's ``task_names`` (for a
-``dataset_recipes`` dataset: the suite order). The policies look tasks up by
-name, so an evaluator with a different task list still gets the right column.
+:func:`append_one_hot`, :func:`strip_one_hot`, :class:`OneHotTaskObservation`
+and :class:`D3rlpyTransformerOneHotPolicy` used to be defined here; they are
+re-exported from :mod:`harmodt_algo.one_hot` so existing imports keep working.
 """
 
 from __future__ import annotations
@@ -38,23 +36,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import d3rlpy
-import gymnasium as gym
-import numpy as np
-import numpy.typing as npt
-import torch
 from d3rlpy.algos import (
     BCConfig,
     CQLConfig,
-    DecisionTransformer,
     DecisionTransformerConfig,
     IQLConfig,
     TD3PlusBCConfig,
 )
 from d3rlpy.algos.qlearning import QLearningAlgoBase
 from d3rlpy.algos.transformer import TransformerAlgoBase
-from d3rlpy.algos.transformer.inputs import TransformerInput
 from d3rlpy.base import DeviceArg, LearnableConfig
-from d3rlpy.constants import ActionSpace
 from d3rlpy.logging import FileAdapterFactory, LoggerAdapterFactory
 from d3rlpy.models import EncoderFactory, VectorEncoderFactory
 from d3rlpy.optimizers import AdamWFactory
@@ -62,14 +53,15 @@ from d3rlpy.optimizers.lr_schedulers import WarmupSchedulerFactory
 from d3rlpy.preprocessing import MultiplyRewardScaler, StandardObservationScaler
 
 from .data import as_multitask_dataset
-from .evaluation import (
+from .evaluation import MultiTaskPolicy
+from .one_hot import (
     D3rlpyOneHotPolicy,
-    EpisodeContexts,
-    MultiTaskPolicy,
-    lookup_target_return,
+    D3rlpyTransformerOneHotPolicy,
+    OneHotTaskObservation,
+    append_one_hot,
     one_hot_replay_buffer,
+    strip_one_hot,
 )
-from .types import F32, I64, Bool, FloatArray
 
 __all__ = [
     "BASELINES",
@@ -91,89 +83,6 @@ BaselineAlgo: TypeAlias = "QLearningAlgoBase[Any, Any] | TransformerAlgoBase[Any
 
 #: Override key of :func:`baseline_config` that resizes every MLP encoder.
 HIDDEN_UNITS_KEY = "hidden_units"
-
-
-# --------------------------------------------------------------------------- #
-# The one-hot transform
-# --------------------------------------------------------------------------- #
-
-
-def _check_num_tasks(num_tasks: int) -> int:
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int | np.integer):
-        raise TypeError(f"num_tasks must be an int, got {num_tasks!r}")
-    if num_tasks <= 0:
-        raise ValueError(f"num_tasks must be > 0, got {num_tasks}")
-    return int(num_tasks)
-
-
-def append_one_hot(
-    observations: npt.ArrayLike, task_id: int | npt.ArrayLike, num_tasks: int
-) -> F32:
-    """``concat(observation, one_hot(task_id))`` along the last axis, float32.
-
-    ``observations`` is (..., obs); ``task_id`` an int (every row is that task)
-    or an integer array broadcastable to ``observations.shape[:-1]``.
-    Returns (..., obs + num_tasks).
-    """
-    n = _check_num_tasks(num_tasks)
-    obs = np.asarray(observations, dtype=np.float32)
-    if obs.ndim == 0:
-        raise ValueError("observations must have at least one axis (..., obs)")
-    ids = np.asarray(task_id)
-    if not np.issubdtype(ids.dtype, np.integer):
-        raise TypeError(f"task ids must be integers, got dtype {ids.dtype}")
-    if ids.size and (ids.min() < 0 or ids.max() >= n):
-        raise ValueError(f"task ids must be in [0, {n}), got {ids}")
-    onehot = np.eye(n, dtype=np.float32)[ids]  # ids.shape + (n,)
-    onehot = np.broadcast_to(onehot, (*obs.shape[:-1], n))
-    return np.concatenate([obs, onehot], axis=-1)
-
-
-def strip_one_hot(observations: npt.ArrayLike, num_tasks: int) -> tuple[F32, I64]:
-    """The inverse of :func:`append_one_hot`: ``(observations, task_ids)``.
-
-    Raises ``ValueError`` when the last ``num_tasks`` columns are not a one-hot
-    vector (exactly one 1, the rest 0) in every row.
-    """
-    n = _check_num_tasks(num_tasks)
-    x = np.asarray(observations, dtype=np.float32)
-    if x.ndim == 0 or x.shape[-1] <= n:
-        raise ValueError(
-            f"observations of shape {x.shape} have no room for {n} one-hot "
-            "columns after the observation"
-        )
-    onehot = x[..., -n:]
-    is_binary = np.all((onehot == 0.0) | (onehot == 1.0), axis=-1)
-    if not np.all(is_binary & (onehot.sum(axis=-1) == 1.0)):
-        raise ValueError(
-            f"the last {n} columns are not a one-hot task id in every row; was "
-            "num_tasks right?"
-        )
-    return x[..., :-n].copy(), np.argmax(onehot, axis=-1).astype(np.int64)
-
-
-class OneHotTaskObservation(gym.ObservationWrapper[F32, Any, Any]):
-    """An env whose observations carry the task's one-hot id (float32), for
-    d3rlpy's single-env helpers such as ``evaluate_qlearning_with_environment``
-    (the batched :class:`~harmodt_algo.evaluation.MultiTaskEvaluator` appends
-    the one-hot itself)."""
-
-    def __init__(self, env: gym.Env[Any, Any], task_id: int, num_tasks: int):
-        super().__init__(env)
-        n = _check_num_tasks(num_tasks)
-        if not 0 <= task_id < n:
-            raise ValueError(f"task_id must be in [0, {n}), got {task_id}")
-        space = env.observation_space
-        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
-            raise TypeError(f"expected a flat Box observation space, got {space}")
-        self.task_id = int(task_id)
-        self.num_tasks = n
-        low = np.concatenate([space.low.astype(np.float32), np.zeros(n, np.float32)])
-        high = np.concatenate([space.high.astype(np.float32), np.ones(n, np.float32)])
-        self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
-
-    def observation(self, observation: Any) -> F32:
-        return append_one_hot(observation, self.task_id, self.num_tasks)
 
 
 # --------------------------------------------------------------------------- #
@@ -412,180 +321,6 @@ def fit_baseline(
 # --------------------------------------------------------------------------- #
 # Evaluation
 # --------------------------------------------------------------------------- #
-
-
-def _positions(
-    order: list[str] | None,
-    num_tasks: int,
-    task_ids: I64,
-    task_names: Sequence[str] | None,
-) -> I64:
-    """One-hot position of each episode (by name when both lists are known)."""
-    if order is None or task_names is None:
-        if task_ids.size and (task_ids.min() < 0 or task_ids.max() >= num_tasks):
-            raise ValueError(f"task ids must be in [0, {num_tasks}), got {task_ids}")
-        return task_ids
-    names = [task_names[i] for i in task_ids.tolist()]
-    unknown = sorted(set(names) - set(order))
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; the policy knows: {order}")
-    return np.array([order.index(n) for n in names], dtype=np.int64)
-
-
-class D3rlpyTransformerOneHotPolicy:
-    """A d3rlpy Transformer algorithm (``DecisionTransformer``) trained on
-    one-hot task observations, as a :class:`MultiTaskPolicy`.
-
-    Each episode keeps the same window as d3rlpy's ``StatefulTransformerWrapper``
-    (returns-to-go start at the target and drop by each reward, timesteps start
-    at 1, the current step's action slot is zeros, short windows are
-    left-padded, the config's scalers are applied to the padded window like
-    ``TorchTransformerInput.from_numpy``), so one episode gets the wrapper's
-    actions. The one difference: the timestep is capped at ``max_timestep - 1``
-    where the wrapper caps at ``max_timestep`` and would index past d3rlpy's
-    position table.
-
-    For d3rlpy's ``DecisionTransformer`` all active episodes share one batched
-    forward pass per env step (through ``impl.modules.transformer``, d3rlpy's
-    ``ContinuousDecisionTransformer``); any other Transformer algorithm is
-    called through its public ``predict`` one episode at a time
-    (``batched=False`` forces that path; d3rlpy's impl takes one sequence per
-    call).
-
-    Args:
-        algo: a built d3rlpy Transformer algorithm with continuous actions.
-        tasks: the one-hot order used in training: the number of tasks or the
-            task names in that order (looked up by name, as
-            :class:`~harmodt_algo.evaluation.D3rlpyOneHotPolicy`).
-        target_returns: the initial return-to-go, one for all tasks or per task
-            name (then ``reset`` must receive the task names).
-        batched: ``None`` batches when ``algo`` is a ``DecisionTransformer``.
-    """
-
-    def __init__(
-        self,
-        algo: TransformerAlgoBase[Any, Any],
-        tasks: int | Sequence[str],
-        target_returns: float | Mapping[str, float],
-        batched: bool | None = None,
-    ):
-        impl = algo.impl
-        if impl is None:
-            raise RuntimeError("the model is not built yet: fit() or load it first")
-        if algo.get_action_type() != ActionSpace.CONTINUOUS:
-            raise TypeError("only continuous-action Transformer algorithms")
-        if isinstance(tasks, int | np.integer):
-            self._num_tasks = _check_num_tasks(int(tasks))
-            self._order: list[str] | None = None
-        else:
-            self._order = [str(t) for t in tasks]
-            if not self._order:
-                raise ValueError("tasks is empty")
-            self._num_tasks = len(self._order)
-        shape = impl.observation_shape
-        if not isinstance(shape, Sequence) or len(shape) != 1:
-            raise ValueError(f"flat observations only, got shape {shape}")
-        self._obs_size = int(shape[0])
-        if self._obs_size <= self._num_tasks:
-            raise ValueError(
-                f"the model's observations have {self._obs_size} features: no room "
-                f"for a {self._num_tasks}-task one-hot"
-            )
-        self._algo = algo
-        self._targets = target_returns
-        self._batched = (
-            isinstance(algo, DecisionTransformer) if batched is None else batched
-        )
-        cfg = algo.config
-        self._context = int(cfg.context_size)
-        self._max_timestep = int(cfg.max_timestep)
-        self._action_size = int(impl.action_size)
-        self._device = impl.device
-        self.reset(np.zeros(0, np.int64))
-
-    @property
-    def num_tasks(self) -> int:
-        return self._num_tasks
-
-    def _target(self, name: str | None) -> float:
-        return lookup_target_return(self._targets, name)
-
-    def reset(self, task_ids: I64, task_names: Sequence[str] | None = None) -> None:
-        ids = np.asarray(task_ids, dtype=np.int64).reshape(-1)  # (N,)
-        self._positions = _positions(self._order, self._num_tasks, ids, task_names)
-        names: list[str | None] = (
-            [task_names[i] for i in ids.tolist()]
-            if task_names is not None
-            else [None] * ids.size
-        )
-        self._ctx = EpisodeContexts(
-            np.array([self._target(name) for name in names], dtype=np.float64),
-            self._context,
-            self._obs_size,
-            self._action_size,
-            # d3rlpy's position table has max_timestep rows: stop one short
-            self._max_timestep - 1,
-        )
-
-    def act(
-        self,
-        observations: FloatArray,  # (N, obs)
-        rewards: FloatArray,  # (N,) previous reward (0 at the start)
-        task_ids: I64,  # (N,)
-        active: Bool,  # (N,)
-    ) -> F32:  # (N, A)
-        n = self._positions.size
-        obs = np.asarray(observations)
-        if obs.shape != (n, self._obs_size - self._num_tasks):
-            raise ValueError(
-                f"observations must have shape ({n}, "
-                f"{self._obs_size - self._num_tasks}), got {obs.shape}; call "
-                "reset() with the batch's task ids first"
-            )
-        out = np.zeros((n, self._action_size), np.float32)
-        idx = np.flatnonzero(np.asarray(active, dtype=bool))  # (n_active,)
-        if idx.size == 0:
-            return out
-        reward = np.asarray(rewards, dtype=np.float64).reshape(-1)[idx]
-        sel: slice | I64 = slice(None) if idx.size == n else idx
-        one_hot = append_one_hot(obs[idx], self._positions[idx], self._num_tasks)
-        self._ctx.push(idx, sel, one_hot, reward)
-        if self._batched:
-            action = self._predict_batched(sel)
-        else:
-            action = self._predict_each(idx)
-        self._ctx.record(idx, sel, action, reward)
-        out[idx] = action
-        return out
-
-    def _predict_batched(self, sel: slice | I64) -> F32:
-        cfg = self._algo.config
-        impl = self._algo.impl
-        assert impl is not None
-        obs, act, rtg, ts, mask = self._ctx.scaled(sel, cfg, self._device)
-        modules: Any = impl.modules
-        modules.set_eval()
-        with torch.no_grad():
-            # the same call as DecisionTransformerImpl.inner_predict, batched
-            out = modules.transformer(obs, act, rtg, ts, 1 - mask)[:, -1]  # (n, A)
-            if cfg.action_scaler is not None:
-                out = cfg.action_scaler.reverse_transform(out)
-        return out.cpu().numpy().astype(np.float32, copy=False)
-
-    def _predict_each(self, idx: I64) -> F32:
-        rows = []
-        for i in idx.tolist():
-            ctx = self._ctx
-            length = int(ctx.mask[i].sum())
-            inpt = TransformerInput(
-                observations=ctx.obs[i, -length:],
-                actions=ctx.act[i, -length:],
-                rewards=ctx.rew[i, -length:],
-                returns_to_go=ctx.rtg[i, -length:],
-                timesteps=ctx.ts[i, -length:],
-            )
-            rows.append(np.asarray(self._algo.predict(inpt), np.float32))
-        return np.stack(rows).reshape(len(rows), self._action_size)
 
 
 def baseline_policy(

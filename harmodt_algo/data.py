@@ -60,7 +60,7 @@ from minari.dataset.episode_data import EpisodeData
 
 from dataset_recipes.schema import INFO_TASK_ID, INFO_TASK_NAME, METADATA_TASKS
 
-from .types import I64
+from .types import F32, F64, I64
 
 __all__ = [
     "DatasetError",
@@ -276,17 +276,7 @@ class _ParsedMinari:
 
 def _parse_minari(dataset: MinariDataset) -> _ParsedMinari:
     """Read and group the episodes of one Minari dataset by task label."""
-    _check_spaces(dataset)
-    if dataset.total_episodes == 0:
-        raise DatasetError(
-            f"Minari dataset '{dataset.id}' has no episodes; nothing to train on."
-        )
-    listed = _metadata_task_list(dataset)
-    if listed is not None and len(set(listed)) != len(listed):
-        raise DatasetError(
-            f"Minari dataset '{dataset.id}' lists duplicate tasks in its metadata "
-            f"'{METADATA_TASKS}': {listed}. Task names must be unique."
-        )
+    listed = _checked_task_list(dataset)
     groups: dict[str, list[Episode]] = {}
     origins: dict[str, list[str]] = {}
     name_to_id: dict[str, int] = {}
@@ -299,58 +289,14 @@ def _parse_minari(dataset: MinariDataset) -> _ParsedMinari:
         name: str | None
         if task_id is None and task_name is None:
             n_unlabeled += 1
-            if listed is not None and len(listed) == 1:
-                name = listed[0]
-            elif listed is not None:
-                raise DatasetError(
-                    f"{where} has no task label (infos['{INFO_TASK_ID}'] / "
-                    f"infos['{INFO_TASK_NAME}']) but the metadata lists "
-                    f"{len(listed)} tasks, so its task is unknown. Label every "
-                    "step with its task when recording."
-                )
-            else:
-                name = None
+            name = _unlabeled_task(listed, where)
         else:
             n_labeled += 1
             if listed is not None:
-                if task_id is not None:
-                    if not 0 <= task_id < len(listed):
-                        raise DatasetError(
-                            f"{where} has infos['{INFO_TASK_ID}'] = {task_id}, out "
-                            f"of range for the {len(listed)} tasks of metadata "
-                            f"'{METADATA_TASKS}' {listed}."
-                        )
-                    name = listed[task_id]
-                    if task_name is not None and task_name != name:
-                        raise DatasetError(
-                            f"{where} has inconsistent task labels: "
-                            f"infos['{INFO_TASK_ID}'] = {task_id} means task "
-                            f"'{name}' in the metadata list, but "
-                            f"infos['{INFO_TASK_NAME}'] says '{task_name}'."
-                        )
-                else:
-                    assert task_name is not None
-                    if task_name not in listed:
-                        raise DatasetError(
-                            f"{where} is labeled with task '{task_name}', which "
-                            f"is not in the metadata task list {listed}."
-                        )
-                    name = task_name
-            elif task_name is not None:
-                id_only = False
-                name = task_name
-                if task_id is not None:
-                    known = name_to_id.setdefault(name, task_id)
-                    if known != task_id:
-                        raise DatasetError(
-                            f"{where} labels task '{name}' with "
-                            f"infos['{INFO_TASK_ID}'] = {task_id}, but earlier "
-                            f"episodes used {known}; task ids must be consistent."
-                        )
+                name = _listed_task(task_id, task_name, listed, where)
             else:
-                assert task_id is not None
-                name = f"task-{task_id}"
-                name_to_id[name] = task_id
+                id_only = id_only and task_name is None
+                name = _unlisted_task(task_id, task_name, name_to_id, where)
         if n_labeled and n_unlabeled and listed is None:
             raise DatasetError(
                 f"Minari dataset '{dataset.id}' mixes episodes with and without "
@@ -368,6 +314,94 @@ def _parse_minari(dataset: MinariDataset) -> _ParsedMinari:
     return _ParsedMinari(
         listed=listed, labeled=n_labeled > 0, groups=groups, origins=origins
     )
+
+
+def _checked_task_list(dataset: MinariDataset) -> list[str] | None:
+    """The metadata task list of a usable dataset (flat Box spaces, at least
+    one episode, no duplicate task names), or None if it lists none."""
+    _check_spaces(dataset)
+    if dataset.total_episodes == 0:
+        raise DatasetError(
+            f"Minari dataset '{dataset.id}' has no episodes; nothing to train on."
+        )
+    listed = _metadata_task_list(dataset)
+    if listed is not None and len(set(listed)) != len(listed):
+        raise DatasetError(
+            f"Minari dataset '{dataset.id}' lists duplicate tasks in its metadata "
+            f"'{METADATA_TASKS}': {listed}. Task names must be unique."
+        )
+    return listed
+
+
+def _unlabeled_task(listed: list[str] | None, where: str) -> str | None:
+    """Task of an episode without labels: the only listed task, or None (the
+    dataset id names it) if nothing is listed; ambiguous otherwise."""
+    if listed is not None and len(listed) == 1:
+        return listed[0]
+    if listed is not None:
+        raise DatasetError(
+            f"{where} has no task label (infos['{INFO_TASK_ID}'] / "
+            f"infos['{INFO_TASK_NAME}']) but the metadata lists "
+            f"{len(listed)} tasks, so its task is unknown. Label every "
+            "step with its task when recording."
+        )
+    return None
+
+
+def _listed_task(
+    task_id: int | None, task_name: str | None, listed: list[str], where: str
+) -> str:
+    """Task of a labeled episode when the metadata lists the tasks: the id
+    indexes that list, and a name must agree with it."""
+    if task_id is not None:
+        if not 0 <= task_id < len(listed):
+            raise DatasetError(
+                f"{where} has infos['{INFO_TASK_ID}'] = {task_id}, out "
+                f"of range for the {len(listed)} tasks of metadata "
+                f"'{METADATA_TASKS}' {listed}."
+            )
+        name = listed[task_id]
+        if task_name is not None and task_name != name:
+            raise DatasetError(
+                f"{where} has inconsistent task labels: "
+                f"infos['{INFO_TASK_ID}'] = {task_id} means task "
+                f"'{name}' in the metadata list, but "
+                f"infos['{INFO_TASK_NAME}'] says '{task_name}'."
+            )
+        return name
+    assert task_name is not None
+    if task_name not in listed:
+        raise DatasetError(
+            f"{where} is labeled with task '{task_name}', which "
+            f"is not in the metadata task list {listed}."
+        )
+    return task_name
+
+
+def _unlisted_task(
+    task_id: int | None,
+    task_name: str | None,
+    name_to_id: dict[str, int],
+    where: str,
+) -> str:
+    """Task of a labeled episode when no task list exists: its name, else
+    ``task-<id>``. Records each name's id in ``name_to_id`` (for consistency
+    checks and the id order) and rejects a name seen with another id."""
+    if task_name is not None:
+        name = task_name
+        if task_id is not None:
+            known = name_to_id.setdefault(name, task_id)
+            if known != task_id:
+                raise DatasetError(
+                    f"{where} labels task '{name}' with "
+                    f"infos['{INFO_TASK_ID}'] = {task_id}, but earlier "
+                    f"episodes used {known}; task ids must be consistent."
+                )
+        return name
+    assert task_id is not None
+    name = f"task-{task_id}"
+    name_to_id[name] = task_id
+    return name
 
 
 def _check_unique(names: Sequence[str], what: str) -> None:
@@ -403,6 +437,221 @@ def _order_tasks(
     return wanted
 
 
+def _per_task_sources(
+    source: Sequence[MinariDataset] | Mapping[str, MinariDataset],
+) -> list[tuple[str | None, MinariDataset]]:
+    """(task name or None, dataset) per given per-task dataset: a mapping
+    names its tasks, a sequence leaves naming to the data."""
+    items: list[tuple[str | None, MinariDataset]]
+    if isinstance(source, Mapping):
+        items = [(str(k), v) for k, v in source.items()]
+    elif isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
+        items = [(None, v) for v in source]
+    else:
+        raise TypeError(
+            f"from_minari expects a MinariDataset, a sequence of them or a "
+            f"mapping name -> MinariDataset, got {type(source).__name__}."
+        )
+    if not items:
+        raise DatasetError(
+            "no tasks: the sequence/mapping of Minari datasets is empty."
+        )
+    return items
+
+
+def _single_task_group(
+    key: str | None, dataset: MinariDataset
+) -> tuple[str, list[Episode], list[str]]:
+    """(task name, episodes, their origins) of a dataset given as one task;
+    named ``key`` if given, else after its own (single) task label."""
+    if not isinstance(dataset, MinariDataset):
+        raise TypeError(
+            f"expected a MinariDataset for task {key!r}, got {type(dataset).__name__}."
+        )
+    parsed = _parse_minari(dataset)
+    if len(parsed.groups) > 1:
+        raise DatasetError(
+            f"Minari dataset '{dataset.id}' was given as ONE task but its "
+            f"episodes belong to {len(parsed.groups)} tasks "
+            f"{list(parsed.groups)}. Pass it on its own (as a multi-task "
+            "dataset) instead of in a list/mapping of per-task datasets."
+        )
+    ((label, eps),) = parsed.groups.items()
+    name = key if key is not None else label
+    return name, eps, parsed.origins[label]
+
+
+# --------------------------------------------------------------------------- #
+# MultiTaskDataset construction helpers
+# --------------------------------------------------------------------------- #
+
+
+def _check_task_list(
+    names: Sequence[str], episodes: Sequence[Sequence[EpisodeBase]]
+) -> None:
+    """One unique name per episode group: the task index is the only link
+    between a name and its episodes."""
+    if not names:
+        raise DatasetError(
+            "no tasks: the dataset is empty. Pass at least one task with at "
+            "least one episode."
+        )
+    _check_unique(names, "the task list")
+    if len(episodes) != len(names):
+        raise DatasetError(
+            f"{len(names)} task names but {len(episodes)} episode groups."
+        )
+
+
+def _episode_origins(
+    names: Sequence[str],
+    episodes: Sequence[Sequence[EpisodeBase]],
+    origins: Sequence[Sequence[str]] | None,
+) -> list[list[str]]:
+    """``where[t][i]``: how error messages name episode ``i`` of task ``t``
+    (the caller's description, else its position)."""
+    return [
+        [
+            origins[t][i]
+            if origins is not None
+            else f"episode {i} of task '{names[t]}'"
+            for i in range(len(episodes[t]))
+        ]
+        for t in range(len(names))
+    ]
+
+
+def _check_no_empty_task(
+    names: Sequence[str], episodes: Sequence[Sequence[EpisodeBase]]
+) -> None:
+    """A task without episodes cannot be sampled (nor give a prompt)."""
+    for t, eps in enumerate(episodes):
+        if len(eps) == 0:
+            raise DatasetError(
+                f"task '{names[t]}' has no episodes. Remove it from the task "
+                "list (task_names) or add data for it."
+            )
+
+
+@dataclasses.dataclass
+class _StepStore:
+    """Every step of every episode (episodes back to back, in task order), one
+    contiguous float32 array per field, so that sampling is a single gather."""
+
+    obs: F32  # (N, obs)
+    act: F32  # (N, A)
+    rew: F32  # (N, 1)
+    rtg: F32  # (N, 1) returns-to-go, the current step included
+    term: F32  # (N, 1) 1 on the last step of a terminated episode
+    lengths: I64  # (E,) steps per episode
+    starts: I64  # (E,) global first step of each episode
+    ends: I64  # (E,) exclusive global ends
+
+    @classmethod
+    def build(
+        cls, flat: Sequence[EpisodeBase], obs_shape: tuple[int, ...], act_size: int
+    ) -> _StepStore:
+        """Copy the episodes ``flat`` (E,) in: one float32 cast per field and
+        returns-to-go accumulated in float64 (no float32 round-off build-up)."""
+        lengths = np.array([int(ep.actions.shape[0]) for ep in flat], np.int64)  # (E,)
+        ends = np.cumsum(lengths)  # (E,) exclusive global ends
+        starts = ends - lengths  # (E,)
+        total = int(ends[-1])
+        obs_all = np.empty((total, *obs_shape), np.float32)  # (N, obs)
+        act_all = np.empty((total, act_size), np.float32)  # (N, A)
+        rew_all = np.empty((total, 1), np.float32)  # (N, 1)
+        rtg_all = np.empty((total, 1), np.float32)  # (N, 1)
+        term_all = np.zeros((total, 1), np.float32)  # (N, 1)
+        for ep, s, e in zip(flat, starts.tolist(), ends.tolist(), strict=True):
+            obs_all[s:e] = np.asarray(ep.observations)
+            act_all[s:e] = ep.actions
+            rew_all[s:e] = np.asarray(ep.rewards).reshape(-1, 1)
+            # returns-to-go including the current step, accumulated in float64
+            r64 = np.asarray(ep.rewards, np.float64).reshape(-1)
+            rtg_all[s:e, 0] = np.cumsum(r64[::-1])[::-1]
+            if ep.terminated:
+                term_all[e - 1, 0] = 1.0
+        return cls(obs_all, act_all, rew_all, rtg_all, term_all, lengths, starts, ends)
+
+    def check_finite(
+        self,
+        names: Sequence[str],
+        episodes: Sequence[Sequence[EpisodeBase]],
+        where: Sequence[Sequence[str]],
+        first_episode: npt.NDArray[np.integer[Any]],
+    ) -> None:
+        """Reject NaN and inf, checked after the float32 cast so that values
+        beyond float32 range (now inf) are caught too; the error names the
+        first bad step. ``first_episode`` (T+1,) indexes tasks into (E,)."""
+        total = int(self.ends[-1])
+        task_of_episode = np.repeat(
+            np.arange(len(names)), [len(eps) for eps in episodes]
+        )  # (E,)
+        for label, arr in (
+            ("observations", self.obs),
+            ("actions", self.act),
+            ("rewards", self.rew),
+        ):
+            bad_rows = ~np.isfinite(arr.reshape(total, -1)).all(axis=1)  # (N,)
+            if bad_rows.any():
+                row = int(np.argmax(bad_rows))
+                ep_idx = int(np.searchsorted(self.ends, row, side="right"))
+                t = int(task_of_episode[ep_idx])
+                i = ep_idx - int(first_episode[t])
+                values = arr[row].reshape(-1)
+                kind = "NaN" if np.isnan(values).any() else "inf"
+                raise DatasetError(
+                    f"task '{names[t]}': {where[t][i]} has a non-finite value "
+                    f"({kind}, or a value beyond float32 range) in its {label} "
+                    f"at step {row - int(self.starts[ep_idx])}. Clean or drop that "
+                    "episode."
+                )
+
+    def freeze(self) -> None:
+        """Make the step arrays read-only: the episode views share them."""
+        for arr in (self.obs, self.act, self.rew, self.rtg, self.term):
+            arr.setflags(write=False)
+
+    def grouped_views(
+        self, flat: Sequence[EpisodeBase], first_episode: npt.NDArray[np.integer[Any]]
+    ) -> tuple[tuple[Episode, ...], ...]:
+        """Per task, its episodes as d3rlpy ``Episode`` views into the store
+        (so d3rlpy's scalers and slicers read them without copies)."""
+        views = [
+            Episode(
+                observations=self.obs[s:e],
+                actions=self.act[s:e],
+                rewards=self.rew[s:e],
+                terminated=bool(ep.terminated),
+            )
+            for ep, s, e in zip(
+                flat, self.starts.tolist(), self.ends.tolist(), strict=True
+            )
+        ]
+        grouped: list[tuple[Episode, ...]] = []
+        for t in range(len(first_episode) - 1):
+            grouped.append(
+                tuple(views[int(first_episode[t]) : int(first_episode[t + 1])])
+            )
+        return tuple(grouped)
+
+    def task_returns(
+        self, first_episode: npt.NDArray[np.integer[Any]]
+    ) -> tuple[F64, ...]:
+        """Per task, the undiscounted return of each of its episodes (E_t,),
+        summed in float64 and read-only."""
+        episode_returns = np.add.reduceat(
+            self.rew[:, 0].astype(np.float64), self.starts
+        )  # (E,)
+        returns = tuple(
+            episode_returns[first_episode[t] : first_episode[t + 1]]
+            for t in range(len(first_episode) - 1)
+        )
+        for r in returns:
+            r.setflags(write=False)
+        return returns
+
+
 # --------------------------------------------------------------------------- #
 # MultiTaskDataset
 # --------------------------------------------------------------------------- #
@@ -436,51 +685,52 @@ class MultiTaskDataset:
         """Validate and store. ``origins[t][i]`` optionally describes where
         episode ``i`` of task ``t`` came from (used in error messages)."""
         names = tuple(str(n) for n in task_names)
-        if not names:
-            raise DatasetError(
-                "no tasks: the dataset is empty. Pass at least one task with at "
-                "least one episode."
-            )
-        _check_unique(names, "the task list")
-        if len(episodes) != len(names):
-            raise DatasetError(
-                f"{len(names)} task names but {len(episodes)} episode groups."
-            )
-        where = [
-            [
-                origins[t][i]
-                if origins is not None
-                else f"episode {i} of task '{names[t]}'"
-                for i in range(len(episodes[t]))
-            ]
-            for t in range(len(names))
-        ]
-        for t, eps in enumerate(episodes):
-            if len(eps) == 0:
-                raise DatasetError(
-                    f"task '{names[t]}' has no episodes. Remove it from the task "
-                    "list (task_names) or add data for it."
-                )
+        _check_task_list(names, episodes)
+        where = _episode_origins(names, episodes, origins)
+        _check_no_empty_task(names, episodes)
+        obs_shape, act_size = self._check_shapes(names, episodes, where)
+        flat = [ep for eps in episodes for ep in eps]
+        store = _StepStore.build(flat, obs_shape, act_size)
+        first_episode = np.concatenate(
+            [[0], np.cumsum([len(e) for e in episodes])]
+        )  # (T+1,) index in ``flat`` of each task's first episode
+        store.check_finite(names, episodes, where, first_episode)
+        store.freeze()
 
-        # ---- structure: shapes within and between tasks ------------------ #
+        self.task_names = names
+        self.episodes = store.grouped_views(flat, first_episode)
+        self._obs_shape = obs_shape
+        self._action_size = act_size
+        self._obs = store.obs
+        self._act = store.act
+        self._rew = store.rew
+        self._rtg = store.rtg
+        self._term = store.term
+        self._ep_starts = store.starts  # (E,)
+        self._ep_ends = store.ends  # (E,)
+        self._first_episode = first_episode.astype(np.int64)  # (T+1,)
+        task_step_offsets = np.zeros(len(names) + 1, np.int64)
+        task_step_offsets[1:] = store.ends[first_episode[1:] - 1]
+        self._task_offsets = task_step_offsets  # (T+1,) global step offsets
+        self._task_sizes = np.diff(task_step_offsets)  # (T,) steps per task
+        self._returns = store.task_returns(first_episode)  # T x (E_t,)
+        self._max_episode_length = int(store.lengths.max())
+        self._index = {n: i for i, n in enumerate(names)}
+
+    @classmethod
+    def _check_shapes(
+        cls,
+        names: Sequence[str],
+        episodes: Sequence[Sequence[EpisodeBase]],
+        where: Sequence[Sequence[str]],
+    ) -> tuple[tuple[int, ...], int]:
+        """(observation shape, action size) shared by every episode of every
+        task: one network reads all tasks, so they must agree."""
         obs_shape: tuple[int, ...] | None = None
         act_size = -1
         first_task = ""
         for t, eps in enumerate(episodes):
-            task_obs: tuple[int, ...] | None = None
-            task_act = -1
-            for i, ep in enumerate(eps):
-                o, a = self._check_episode(ep, where[t][i], names[t])
-                if task_obs is None:
-                    task_obs, task_act = o, a
-                elif (o, a) != (task_obs, task_act):
-                    raise DatasetError(
-                        f"task '{names[t]}': {where[t][i]} has observation shape "
-                        f"{o} and action size {a}, but {where[t][0]} has "
-                        f"{task_obs} and {task_act}. All episodes must share one "
-                        "observation and action space."
-                    )
-            assert task_obs is not None
+            task_obs, task_act = cls._task_shapes(names[t], eps, where[t])
             if obs_shape is None:
                 obs_shape, act_size, first_task = task_obs, task_act, names[t]
             elif task_obs != obs_shape:
@@ -497,98 +747,29 @@ class MultiTaskDataset:
                     "share one action size (pad actions to a common size)."
                 )
         assert obs_shape is not None
+        return obs_shape, act_size
 
-        # ---- one contiguous float32 store per field ---------------------- #
-        flat = [ep for eps in episodes for ep in eps]
-        lengths = np.array([int(ep.actions.shape[0]) for ep in flat], np.int64)  # (E,)
-        ends = np.cumsum(lengths)  # (E,) exclusive global ends
-        starts = ends - lengths  # (E,)
-        total = int(ends[-1])
-        obs_all = np.empty((total, *obs_shape), np.float32)  # (N, obs)
-        act_all = np.empty((total, act_size), np.float32)  # (N, A)
-        rew_all = np.empty((total, 1), np.float32)  # (N, 1)
-        rtg_all = np.empty((total, 1), np.float32)  # (N, 1)
-        term_all = np.zeros((total, 1), np.float32)  # (N, 1)
-        for ep, s, e in zip(flat, starts.tolist(), ends.tolist(), strict=True):
-            obs_all[s:e] = np.asarray(ep.observations)
-            act_all[s:e] = ep.actions
-            rew_all[s:e] = np.asarray(ep.rewards).reshape(-1, 1)
-            # returns-to-go including the current step, accumulated in float64
-            r64 = np.asarray(ep.rewards, np.float64).reshape(-1)
-            rtg_all[s:e, 0] = np.cumsum(r64[::-1])[::-1]
-            if ep.terminated:
-                term_all[e - 1, 0] = 1.0
-
-        # ---- finiteness (after the float32 cast: overflow shows as inf) -- #
-        task_of_episode = np.repeat(
-            np.arange(len(names)), [len(eps) for eps in episodes]
-        )  # (E,)
-        first_episode = np.concatenate([[0], np.cumsum([len(e) for e in episodes])])
-        for label, arr in (
-            ("observations", obs_all),
-            ("actions", act_all),
-            ("rewards", rew_all),
-        ):
-            bad_rows = ~np.isfinite(arr.reshape(total, -1)).all(axis=1)  # (N,)
-            if bad_rows.any():
-                row = int(np.argmax(bad_rows))
-                ep_idx = int(np.searchsorted(ends, row, side="right"))
-                t = int(task_of_episode[ep_idx])
-                i = ep_idx - int(first_episode[t])
-                values = arr[row].reshape(-1)
-                kind = "NaN" if np.isnan(values).any() else "inf"
+    @classmethod
+    def _task_shapes(
+        cls, task: str, eps: Sequence[EpisodeBase], where: Sequence[str]
+    ) -> tuple[tuple[int, ...], int]:
+        """(observation shape, action size) of one task's episodes, checking
+        that they all agree (the first episode sets the reference)."""
+        task_obs: tuple[int, ...] | None = None
+        task_act = -1
+        for i, ep in enumerate(eps):
+            o, a = cls._check_episode(ep, where[i], task)
+            if task_obs is None:
+                task_obs, task_act = o, a
+            elif (o, a) != (task_obs, task_act):
                 raise DatasetError(
-                    f"task '{names[t]}': {where[t][i]} has a non-finite value "
-                    f"({kind}, or a value beyond float32 range) in its {label} "
-                    f"at step {row - int(starts[ep_idx])}. Clean or drop that "
-                    "episode."
+                    f"task '{task}': {where[i]} has observation shape "
+                    f"{o} and action size {a}, but {where[0]} has "
+                    f"{task_obs} and {task_act}. All episodes must share one "
+                    "observation and action space."
                 )
-
-        for arr in (obs_all, act_all, rew_all, rtg_all, term_all):
-            arr.setflags(write=False)
-
-        views = [
-            Episode(
-                observations=obs_all[s:e],
-                actions=act_all[s:e],
-                rewards=rew_all[s:e],
-                terminated=bool(ep.terminated),
-            )
-            for ep, s, e in zip(flat, starts.tolist(), ends.tolist(), strict=True)
-        ]
-        grouped: list[tuple[Episode, ...]] = []
-        for t in range(len(names)):
-            grouped.append(
-                tuple(views[int(first_episode[t]) : int(first_episode[t + 1])])
-            )
-
-        self.task_names = names
-        self.episodes = tuple(grouped)
-        self._obs_shape = obs_shape
-        self._action_size = act_size
-        self._obs = obs_all
-        self._act = act_all
-        self._rew = rew_all
-        self._rtg = rtg_all
-        self._term = term_all
-        self._ep_starts = starts  # (E,)
-        self._ep_ends = ends  # (E,)
-        self._first_episode = first_episode.astype(np.int64)  # (T+1,)
-        task_step_offsets = np.zeros(len(names) + 1, np.int64)
-        task_step_offsets[1:] = ends[first_episode[1:] - 1]
-        self._task_offsets = task_step_offsets  # (T+1,) global step offsets
-        self._task_sizes = np.diff(task_step_offsets)  # (T,) steps per task
-        episode_returns = np.add.reduceat(
-            rew_all[:, 0].astype(np.float64), starts
-        )  # (E,)
-        self._returns = tuple(
-            episode_returns[first_episode[t] : first_episode[t + 1]]
-            for t in range(len(names))
-        )
-        for r in self._returns:
-            r.setflags(write=False)
-        self._max_episode_length = int(lengths.max())
-        self._index = {n: i for i, n in enumerate(names)}
+        assert task_obs is not None
+        return task_obs, task_act
 
     @staticmethod
     def _check_episode(
@@ -662,73 +843,51 @@ class MultiTaskDataset:
         task of the data and nothing without data, with no duplicates.
         """
         if isinstance(source, MinariDataset):
-            parsed = _parse_minari(source)
-            if not parsed.labeled and parsed.listed is None:
-                warnings.warn(
-                    f"Minari dataset '{source.id}' has no task labels (no "
-                    f"infos['{INFO_TASK_ID}'] / infos['{INFO_TASK_NAME}'] per step "
-                    f"and no '{METADATA_TASKS}' metadata); treating all "
-                    f"{source.total_episodes} episodes as ONE task named "
-                    f"'{source.id}'. To train several tasks, label every step "
-                    "with its task (see dataset_recipes.schema) or pass one "
-                    "dataset per task.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            present = list(parsed.groups)
-            if parsed.listed is not None:
-                empty = [n for n in parsed.listed if n not in parsed.groups]
-                if empty and task_names is None:
-                    raise DatasetError(
-                        f"tasks {empty} of Minari dataset '{source.id}' (metadata "
-                        f"'{METADATA_TASKS}') have no episodes. Pass task_names "
-                        "with only the tasks that have data."
-                    )
-                present = [n for n in parsed.listed if n in parsed.groups]
-            order = _order_tasks(present, task_names, f"Minari dataset '{source.id}'")
-            return cls._from_groups(order, parsed.groups, parsed.origins)
-
-        items: list[tuple[str | None, MinariDataset]]
-        if isinstance(source, Mapping):
-            items = [(str(k), v) for k, v in source.items()]
-        elif isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
-            items = [(None, v) for v in source]
-        else:
-            raise TypeError(
-                f"from_minari expects a MinariDataset, a sequence of them or a "
-                f"mapping name -> MinariDataset, got {type(source).__name__}."
-            )
-        if not items:
-            raise DatasetError(
-                "no tasks: the sequence/mapping of Minari datasets is empty."
-            )
+            return cls._from_multitask_minari(source, task_names)
         groups: dict[str, list[Episode]] = {}
         origins: dict[str, list[str]] = {}
-        for key, dataset in items:
-            if not isinstance(dataset, MinariDataset):
-                raise TypeError(
-                    f"expected a MinariDataset for task {key!r}, got "
-                    f"{type(dataset).__name__}."
-                )
-            parsed = _parse_minari(dataset)
-            if len(parsed.groups) > 1:
-                raise DatasetError(
-                    f"Minari dataset '{dataset.id}' was given as ONE task but its "
-                    f"episodes belong to {len(parsed.groups)} tasks "
-                    f"{list(parsed.groups)}. Pass it on its own (as a multi-task "
-                    "dataset) instead of in a list/mapping of per-task datasets."
-                )
-            ((label, eps),) = parsed.groups.items()
-            name = key if key is not None else label
+        for key, dataset in _per_task_sources(source):
+            name, eps, where = _single_task_group(key, dataset)
             if name in groups:
                 raise DatasetError(
                     f"two datasets map to the same task name '{name}' (the second "
                     f"is '{dataset.id}'). Pass a mapping with distinct task names."
                 )
             groups[name] = eps
-            origins[name] = parsed.origins[label]
+            origins[name] = where
         order = _order_tasks(list(groups), task_names, "the given datasets")
         return cls._from_groups(order, groups, origins)
+
+    @classmethod
+    def _from_multitask_minari(
+        cls, source: MinariDataset, task_names: Sequence[str] | None
+    ) -> MultiTaskDataset:
+        """One Minari dataset holding every task (``from_minari``'s first case)."""
+        parsed = _parse_minari(source)
+        if not parsed.labeled and parsed.listed is None:
+            warnings.warn(
+                f"Minari dataset '{source.id}' has no task labels (no "
+                f"infos['{INFO_TASK_ID}'] / infos['{INFO_TASK_NAME}'] per step "
+                f"and no '{METADATA_TASKS}' metadata); treating all "
+                f"{source.total_episodes} episodes as ONE task named "
+                f"'{source.id}'. To train several tasks, label every step "
+                "with its task (see dataset_recipes.schema) or pass one "
+                "dataset per task.",
+                UserWarning,
+                stacklevel=3,  # from_minari's caller
+            )
+        present = list(parsed.groups)
+        if parsed.listed is not None:
+            empty = [n for n in parsed.listed if n not in parsed.groups]
+            if empty and task_names is None:
+                raise DatasetError(
+                    f"tasks {empty} of Minari dataset '{source.id}' (metadata "
+                    f"'{METADATA_TASKS}') have no episodes. Pass task_names "
+                    "with only the tasks that have data."
+                )
+            present = [n for n in parsed.listed if n in parsed.groups]
+        order = _order_tasks(present, task_names, f"Minari dataset '{source.id}'")
+        return cls._from_groups(order, parsed.groups, parsed.origins)
 
     @classmethod
     def _from_groups(

@@ -78,6 +78,7 @@ __all__ = [
     "PRESETS",
     "MASK_UPDATE_FIELDS",
     "mask_update_settings",
+    "step_seed",
 ]
 
 TASK_SCHEDULES = ("round_robin", "mixed")
@@ -380,10 +381,23 @@ def _epoch_sizes(start: int, n_steps: int, per_epoch: int) -> list[int]:
     return sizes
 
 
-def _step_seed(seed: int, step: int, stream: int) -> list[int]:
+def step_seed(seed: int, step: int, stream: int) -> list[int]:
     """Seed sequence of one step: sampling is a function of (seed, step), so a
-    resumed run draws exactly what an uninterrupted one would."""
+    resumed run draws exactly what an uninterrupted one would. Public so that a
+    script driving ``update`` itself (benchmarks/train_throughput.py) draws the
+    batches ``fit`` would."""
     return [seed, step, stream]
+
+
+@dataclasses.dataclass(frozen=True)
+class _FitRun:
+    """What every step of one ``fit`` call reads."""
+
+    data: MultiTaskDataset
+    task_index: NDArray  # (T_d,) model task index of each dataset task
+    logger: D3RLPyLogger
+    rank: int  # data-parallel rank of this process
+    world: int  # data-parallel processes
 
 
 class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
@@ -735,7 +749,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         for the ``batch`` estimator, running means for ``accumulated``)."""
         assert self._impl is not None
         cfg = self._config
-        rng = np.random.default_rng(_step_seed(cfg.seed, step, 1))
+        rng = np.random.default_rng(step_seed(cfg.seed, step, 1))
         self._check_covers_all_tasks(dataset)
         batches = None
         rank, world = _process()
@@ -850,16 +864,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         """
         if n_steps <= 0 or n_steps_per_epoch <= 0:
             raise ValueError("n_steps and n_steps_per_epoch must be > 0")
-        data = as_multitask_dataset(dataset)
-        self._prepare(data)
-        assert self._impl is not None
-        cfg = self._config
-        task_index = self._dataset_task_index(data)
-        if cfg.mask_interval > 0 and cfg.uses_masks:
-            self._check_covers_all_tasks(data)  # fail now, not at the first update
-        masks_module = self._impl._modules.masks
-        start = self.grad_step
-        masks_module.schedule_horizon.fill_(start + n_steps)
+        data, task_index, start = self._begin_fit(dataset, n_steps)
 
         # data-parallel (torchrun + enable_ddp): every rank draws the same
         # global batch of batch_size x world sequences and trains on its slice;
@@ -875,6 +880,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             with_timestamp=with_timestamp,
         )
         save_config(self, logger)
+        run = _FitRun(data, task_index, logger, rank, world)
 
         # epochs end at multiples of n_steps_per_epoch of the *absolute* step,
         # so a resumed run evaluates and logs where the uninterrupted one did
@@ -883,59 +889,109 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         n_epochs = done_epochs + len(sizes)
         total_step = 0
         for epoch, epoch_steps in enumerate(sizes, start=done_epochs + 1):
-            epoch_loss: dict[str, list[float]] = defaultdict(list)
             range_gen = tqdm(
                 range(epoch_steps),
                 disable=not show_progress,
                 desc=f"Epoch {epoch}/{n_epochs}",
             )
-            for itr in range_gen:
-                step = self.grad_step
-                with logger.measure_time("step"):
-                    with logger.measure_time("sample_batch"):
-                        rng = np.random.default_rng(_step_seed(cfg.seed, step, 0))
-                        ds_ids = self._schedule(step, data.num_tasks, rng, world)
-                        rows = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
-                        batch = data.sample_batch(ds_ids, cfg.context_size, rng, rows)
-                        ds_ids = ds_ids[rows]
-                    torch.manual_seed(int(rng.integers(2**62)) + rank)  # dropout
-                    with logger.measure_time("algorithm_update"):
-                        metrics = self.update(batch, task_index[ds_ids])
-                    if (
-                        cfg.mask_interval > 0
-                        and self.grad_step > 0
-                        and self.grad_step % cfg.mask_interval == 0
-                    ):
-                        with logger.measure_time("mask_update"):
-                            metrics.update(self.update_masks(data, self.grad_step))
-                    for name, val in metrics.items():
-                        logger.add_metric(name, val)
-                        epoch_loss[name].append(val)
-                    if itr % 10 == 0:
-                        range_gen.set_postfix(
-                            {"loss": float(np.mean(epoch_loss["loss"]))}
-                        )
-                total_step += 1
-                if callback:
-                    callback(self, epoch, total_step)
-
-            if eval_env:
-                for name, score in self._evaluate(
-                    data, eval_env, eval_target_return, eval_action_sampler
-                ).items():
-                    logger.add_metric(name, score)
-            for name, evaluator in (evaluators or {}).items():
-                result = evaluator(self)
-                if isinstance(result, Mapping):
-                    for key, value in result.items():
-                        logger.add_metric(key, float(value))
-                else:
-                    logger.add_metric(name, float(result))
+            total_step = self._fit_epoch(run, range_gen, epoch, total_step, callback)
+            self._evaluate_epoch(
+                run, eval_env, eval_target_return, eval_action_sampler, evaluators
+            )
             logger.commit(epoch, start + total_step)
             if epoch % save_interval == 0 or epoch == n_epochs:
                 logger.save_model(start + total_step, self)
         logger.close()
         return self
+
+    def _begin_fit(
+        self, dataset: Any, n_steps: int
+    ) -> tuple[MultiTaskDataset, NDArray, int]:
+        """Data, model and mask schedule for ``n_steps`` more steps, checked
+        before any step: (data, model task index of each dataset task (T_d,),
+        the first step)."""
+        data = as_multitask_dataset(dataset)
+        self._prepare(data)
+        assert self._impl is not None
+        cfg = self._config
+        task_index = self._dataset_task_index(data)
+        if cfg.mask_interval > 0 and cfg.uses_masks:
+            self._check_covers_all_tasks(data)  # fail now, not at the first update
+        masks_module = self._impl._modules.masks
+        start = self.grad_step
+        masks_module.schedule_horizon.fill_(start + n_steps)
+        return data, task_index, start
+
+    def _fit_epoch(
+        self,
+        run: _FitRun,
+        range_gen: tqdm,
+        epoch: int,
+        total_step: int,
+        callback: Callable[[Self, int, int], None] | None,
+    ) -> int:
+        """The steps of one epoch (``range_gen``), logged and reported to
+        ``callback``; returns the steps this ``fit`` call has taken so far."""
+        epoch_loss: dict[str, list[float]] = defaultdict(list)
+        for itr in range_gen:
+            with run.logger.measure_time("step"):
+                metrics = self._fit_step(run)
+                for name, val in metrics.items():
+                    run.logger.add_metric(name, val)
+                    epoch_loss[name].append(val)
+                if itr % 10 == 0:
+                    range_gen.set_postfix({"loss": float(np.mean(epoch_loss["loss"]))})
+            total_step += 1
+            if callback:
+                callback(self, epoch, total_step)
+        return total_step
+
+    def _fit_step(self, run: _FitRun) -> dict[str, float]:
+        """One gradient step, then the mask update when one is due. The batch
+        and the dropout seed depend only on (seed, step), so a resumed run
+        trains exactly as an uninterrupted one."""
+        cfg = self._config
+        step = self.grad_step
+        with run.logger.measure_time("sample_batch"):
+            rng = np.random.default_rng(step_seed(cfg.seed, step, 0))
+            ds_ids = self._schedule(step, run.data.num_tasks, rng, run.world)  # (B·W,)
+            rows = slice(run.rank * cfg.batch_size, (run.rank + 1) * cfg.batch_size)
+            batch = run.data.sample_batch(ds_ids, cfg.context_size, rng, rows)
+            ds_ids = ds_ids[rows]  # (B,) this rank's sequences
+        torch.manual_seed(int(rng.integers(2**62)) + run.rank)  # dropout
+        with run.logger.measure_time("algorithm_update"):
+            metrics = self.update(batch, run.task_index[ds_ids])
+        if (
+            cfg.mask_interval > 0
+            and self.grad_step > 0
+            and self.grad_step % cfg.mask_interval == 0
+        ):
+            with run.logger.measure_time("mask_update"):
+                metrics.update(self.update_masks(run.data, self.grad_step))
+        return metrics
+
+    def _evaluate_epoch(
+        self,
+        run: _FitRun,
+        eval_env: Mapping[str, GymEnv] | None,
+        eval_target_return: float | Mapping[str, float] | None,
+        eval_action_sampler: TransformerActionSampler | None,
+        evaluators: Mapping[str, Callable[[Self], float | Mapping[str, float]]] | None,
+    ) -> None:
+        """Log the end-of-epoch scores: environment returns per task, then each
+        evaluator's (a float under its name, a mapping metric by metric)."""
+        if eval_env:
+            for name, score in self._evaluate(
+                run.data, eval_env, eval_target_return, eval_action_sampler
+            ).items():
+                run.logger.add_metric(name, score)
+        for name, evaluator in (evaluators or {}).items():
+            result = evaluator(self)
+            if isinstance(result, Mapping):
+                for key, value in result.items():
+                    run.logger.add_metric(key, float(value))
+            else:
+                run.logger.add_metric(name, float(result))
 
     def _schedule(
         self, step: int, num_tasks: int, rng: np.random.Generator, world: int = 1

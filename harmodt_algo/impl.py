@@ -250,7 +250,9 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             self._accumulate(weights, per_seq.shape[0])
         if self._settings.use_masks and isinstance(optim, MaskedOptimizerWrapper):
             union = self._modules.masks.union(weights.unique)
-            optim.set_update_mask({self._masked[n]: union[n] for n in self._names})
+            optim.set_trainable_entries(
+                {self._masked[n]: union[n] for n in self._names}
+            )
         optim.step()
         self._modules.masks.step += 1
         metrics = {"loss": float(loss.detach())}

@@ -20,6 +20,7 @@ silenced d3rlpy's old-gym notice by then.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -54,8 +55,8 @@ _NO_DECAY_MODULES = (nn.LayerNorm, nn.Embedding)
 class MaskedOptimizerWrapper(OptimizerWrapper):
     """d3rlpy ``OptimizerWrapper`` whose next ``step()`` can freeze entries.
 
-    ``set_update_mask({param: bool_mask})`` marks which entries of each listed
-    parameter may change in the *next* ``step()`` (True = may change);
+    ``set_trainable_entries({param: bool_mask})`` marks which entries of each
+    listed parameter may change in the *next* ``step()`` (True = may change);
     parameters not listed update normally. During that step the frozen
     entries of the parameter **and** of every optimizer-state tensor of the
     parameter's shape (AdamW ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``;
@@ -89,21 +90,21 @@ class MaskedOptimizerWrapper(OptimizerWrapper):
             clip_grad_norm=clip_grad_norm,
             lr_scheduler=lr_scheduler,
         )
-        self._update_mask: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._trainable: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._scratch: dict[tuple[int, str], torch.Tensor] = {}
 
     @property
-    def update_mask(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    def trainable_entries(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """The pending ``(parameter, mask)`` pairs for the next step, or None."""
-        return self._update_mask
+        return self._trainable
 
-    def set_update_mask(
+    def set_trainable_entries(
         self,
         masks: Mapping[nn.Parameter, torch.Tensor]
         | Mapping[torch.Tensor, torch.Tensor]
         | None,
     ) -> None:
-        """Set (or with None, clear) the update mask for the next ``step()``.
+        """Set (or with None, clear) which entries the next ``step()`` may change.
 
         Args:
             masks: parameter -> bool tensor of the parameter's shape and
@@ -112,7 +113,7 @@ class MaskedOptimizerWrapper(OptimizerWrapper):
                 because torch types ``module.weight`` as ``Tensor``).
         """
         if masks is None or len(masks) == 0:
-            self._update_mask = None
+            self._trainable = None
             return
         known = {id(p) for group in self._optim.param_groups for p in group["params"]}
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -123,18 +124,36 @@ class MaskedOptimizerWrapper(OptimizerWrapper):
                     "by this optimizer"
                 )
             if mask.dtype != torch.bool:
-                raise ValueError(f"update masks must be bool, got {mask.dtype}")
+                raise ValueError(
+                    f"trainable-entry masks must be bool, got {mask.dtype}"
+                )
             if mask.shape != param.shape:
                 raise ValueError(
-                    f"update mask shape {tuple(mask.shape)} != parameter shape "
-                    f"{tuple(param.shape)}"
+                    f"trainable-entry mask shape {tuple(mask.shape)} != parameter "
+                    f"shape {tuple(param.shape)}"
                 )
             if mask.device != param.device:
                 raise ValueError(
-                    f"update mask on {mask.device}, parameter on {param.device}"
+                    f"trainable-entry mask on {mask.device}, parameter on "
+                    f"{param.device}"
                 )
             pairs.append((param, mask))
-        self._update_mask = pairs
+        self._trainable = pairs
+
+    def set_update_mask(
+        self,
+        masks: Mapping[nn.Parameter, torch.Tensor]
+        | Mapping[torch.Tensor, torch.Tensor]
+        | None,
+    ) -> None:
+        """Deprecated name of :meth:`set_trainable_entries` (it was easy to
+        confuse with the task masks' ``update_masks``)."""
+        warnings.warn(
+            "set_update_mask is deprecated; use set_trainable_entries",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self.set_trainable_entries(masks)
 
     def _same_shape_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self._optim.state.get(param, {})
@@ -163,7 +182,7 @@ class MaskedOptimizerWrapper(OptimizerWrapper):
 
     def step(self) -> None:
         """Clip gradients, step, restore frozen entries, step the lr scheduler."""
-        pending, self._update_mask = self._update_mask, None
+        pending, self._trainable = self._trainable, None
 
         if self._clip_grad_norm:
             nn.utils.clip_grad_norm_(self._params, max_norm=self._clip_grad_norm)

@@ -280,7 +280,7 @@ def test_harmodt_policy_matches_d3rlpy_stateful_wrapper(
     theirs: list[tuple[torch.Tensor, ...]] = []
     ours: list[tuple[torch.Tensor, ...]] = []
     predict_task = algo.impl.predict_task
-    batch_actions = evaluation.harmodt_batch_actions
+    batch_actions = evaluation.policies.harmodt_batch_actions
 
     def record_theirs(inpt: Any, task_id: int) -> torch.Tensor:
         fields = (inpt.observations, inpt.actions, inpt.returns_to_go)
@@ -294,7 +294,8 @@ def test_harmodt_policy_matches_d3rlpy_stateful_wrapper(
         return batch_actions(*args)
 
     monkeypatch.setattr(algo.impl, "predict_task", record_theirs)
-    monkeypatch.setattr(evaluation, "harmodt_batch_actions", record_ours)
+    # patched where HarmoDTPolicy looks it up
+    monkeypatch.setattr(evaluation.policies, "harmodt_batch_actions", record_ours)
 
     targets = {"reach-v3": 400.0, "button-press-topdown-v3": 150.0}
     envs = [make_env(dataset, t) for t in TINY_TASKS]

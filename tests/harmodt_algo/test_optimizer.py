@@ -84,7 +84,7 @@ def test_masked_entries_are_frozen_bit_for_bit(amsgrad: bool) -> None:
     )
     for step in range(5):
         set_grads(model, step)
-        opt.set_update_mask(masks)
+        opt.set_trainable_entries(masks)
         opt.step()
     for p in model.parameters():
         frozen = ~masks[p]
@@ -124,7 +124,7 @@ def test_first_step_creates_zero_state_at_frozen_entries() -> None:
     masks = random_masks(model, 0.5, seed=2)
     before = {p: p.detach().clone() for p in model.parameters()}
     set_grads(model, 0)
-    opt.set_update_mask(masks)
+    opt.set_trainable_entries(masks)
     opt.step()
     for p in model.parameters():
         frozen = ~masks[p]
@@ -151,7 +151,7 @@ def test_unmasked_parameters_match_reference_adamw() -> None:
         grads = set_grads(model, step)
         for p, grad in zip(ref.parameters(), grads, strict=True):
             p.grad = grad.clone()
-        opt.set_update_mask({**partial, **all_true})
+        opt.set_trainable_entries({**partial, **all_true})
         opt.step()
         ref_opt.step()
     for (name, p), q in zip(model.named_parameters(), ref.parameters(), strict=True):
@@ -167,18 +167,21 @@ def test_mask_is_cleared_after_step() -> None:
     weight = model.fc1.weight
     mask = torch.zeros_like(weight, dtype=torch.bool)
     set_grads(model, 0)
-    opt.set_update_mask({weight: mask})
-    assert opt.update_mask is not None
+    opt.set_trainable_entries({weight: mask})
+    assert opt.trainable_entries is not None
     before = weight.detach().clone()
     opt.step()
-    assert opt.update_mask is None
+    assert opt.trainable_entries is None
     assert torch.equal(weight, before)
     set_grads(model, 1)
     opt.step()  # no mask set: the weight moves everywhere
     assert bool((weight.detach() != before).all())
-    opt.set_update_mask({weight: mask})
-    opt.set_update_mask(None)
-    assert opt.update_mask is None
+    opt.set_trainable_entries({weight: mask})
+    opt.set_trainable_entries(None)
+    assert opt.trainable_entries is None
+    with pytest.warns(DeprecationWarning, match="set_trainable_entries"):
+        opt.set_update_mask({weight: mask})  # the old name still works
+    assert opt.trainable_entries is not None
 
 
 def test_masked_parameter_without_grad() -> None:
@@ -191,7 +194,7 @@ def test_masked_parameter_without_grad() -> None:
     weight.grad = None
     before, other_before = weight.detach().clone(), other.detach().clone()
     masks = random_masks(model, 0.5, seed=4)
-    opt.set_update_mask(masks)
+    opt.set_trainable_entries(masks)
     opt.step()
     assert torch.equal(weight, before)
     assert len(opt.optim.state[weight]) == 0
@@ -207,7 +210,7 @@ def test_clip_grad_norm_applied() -> None:
     )
     grads = set_grads(model, 0)
     assert torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])) > 1.0
-    opt.set_update_mask(random_masks(model, 0.5, seed=0))
+    opt.set_trainable_entries(random_masks(model, 0.5, seed=0))
     opt.step()
     clipped = torch.cat(
         [p.grad.flatten() for p in model.parameters() if p.grad is not None]
@@ -238,7 +241,7 @@ def test_state_dict_round_trip_gives_identical_next_step() -> None:
     opt = factory.create(model.named_modules(), lr=LR, compiled=False)
     for step in range(3):
         set_grads(model, step)
-        opt.set_update_mask(random_masks(model, 0.7, seed=step))
+        opt.set_trainable_entries(random_masks(model, 0.7, seed=step))
         opt.step()
     clone = copy.deepcopy(model)
     clone_opt = factory.create(clone.named_modules(), lr=LR, compiled=False)
@@ -246,7 +249,7 @@ def test_state_dict_round_trip_gives_identical_next_step() -> None:
     assert clone_opt.optim.param_groups[0]["lr"] == opt.optim.param_groups[0]["lr"]
     for m, o in ((model, opt), (clone, clone_opt)):
         set_grads(m, 42)
-        o.set_update_mask(random_masks(m, 0.5, seed=42))
+        o.set_trainable_entries(random_masks(m, 0.5, seed=42))
         o.step()
     for p, q in zip(model.parameters(), clone.parameters(), strict=True):
         assert torch.equal(p, q)
@@ -254,17 +257,17 @@ def test_state_dict_round_trip_gives_identical_next_step() -> None:
             assert torch.equal(value, clone_opt.optim.state[q][key])
 
 
-def test_set_update_mask_validation() -> None:
+def test_set_trainable_entries_validation() -> None:
     model = make_model()
     opt = O.MaskedAdamWFactory().create(model.named_modules(), lr=LR, compiled=False)
     weight = model.fc1.weight
     with pytest.raises(ValueError, match="bool"):
-        opt.set_update_mask({weight: torch.ones_like(weight)})
+        opt.set_trainable_entries({weight: torch.ones_like(weight)})
     with pytest.raises(ValueError, match="shape"):
-        opt.set_update_mask({weight: torch.ones(3, dtype=torch.bool)})
+        opt.set_trainable_entries({weight: torch.ones(3, dtype=torch.bool)})
     stranger = nn.Parameter(torch.zeros(2))
     with pytest.raises(ValueError, match="not optimised"):
-        opt.set_update_mask({stranger: torch.ones(2, dtype=torch.bool)})
+        opt.set_trainable_entries({stranger: torch.ones(2, dtype=torch.bool)})
 
 
 class Tiny(nn.Module):
@@ -391,7 +394,7 @@ def test_generic_masked_factory_freezes_and_rejects_conflicts() -> None:
     before = {p: p.detach().clone() for p in model.parameters()}
     for step in range(3):
         set_grads(model, step)
-        opt.set_update_mask(masks)
+        opt.set_trainable_entries(masks)
         opt.step()
     for p in model.parameters():
         assert torch.equal(p.detach()[~masks[p]], before[p][~masks[p]])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harmodt_algo import benchmark, cli
+from harmodt_algo.benchmark import cells as benchmark_cells
 from harmodt_algo.options import OptionError, parse_device, parse_list, parse_value
 
 
@@ -13,7 +14,7 @@ from harmodt_algo.options import OptionError, parse_device, parse_list, parse_va
 def test_cpu_spellings_agree(text: str | None) -> None:
     assert parse_device(text) is False
     assert cli._device(text) is False
-    assert benchmark._torch_device(text or "cpu") is False
+    assert benchmark_cells._torch_device(text or "cpu") is False
 
 
 @pytest.mark.parametrize("text", ["nonsense", "gpu", "mps", "cuda:x", "cuda", "cuda:3"])
@@ -27,7 +28,7 @@ def test_bad_or_missing_devices_fail_alike(text: str) -> None:
     with pytest.raises(cli.CliError) as from_cli:
         cli._device(text)
     with pytest.raises(benchmark.BenchmarkError) as from_harness:
-        benchmark._torch_device(text)
+        benchmark_cells._torch_device(text)
     assert str(direct.value) in str(from_cli.value)
     assert str(direct.value) in str(from_harness.value)
 

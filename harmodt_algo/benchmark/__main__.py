@@ -1,0 +1,7 @@
+"""``python -m harmodt_algo.benchmark``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,273 @@
+"""``python -m harmodt_algo.benchmark run | report | list`` (``harmodt
+benchmark ...`` delegates here): arguments in, exit codes out, so the harness
+itself stays a library."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from dataset_recipes.commandline import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    OneLineParser,
+    run_command,
+)
+
+from ..baselines import BASELINES
+from ..harmodt import PRESETS
+from ..options import OptionError, parse_list, parse_value
+from .cells import BenchmarkSettings
+from .errors import BenchmarkError
+from .matrix import run_matrix
+from .methods import (
+    HARMODT_METHODS,
+    METHOD_LABELS,
+    METHODS,
+    check_methods,
+    method_options,
+    option_default,
+)
+from .reporting import report
+
+__all__ = [
+    "EXIT_FAILED_CELLS",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "build_parser",
+    "main",
+    "parse_overrides",
+]
+
+EXIT_FAILED_CELLS = EXIT_FAILED
+PROG = "python -m harmodt_algo.benchmark"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in parse_list("--seeds", text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints, got {text!r}"
+        ) from None
+
+
+def _add_matrix_arguments(run: argparse.ArgumentParser) -> None:
+    """What ``run`` computes: methods, datasets, seeds, budget, evaluation."""
+    run.add_argument(
+        "--methods",
+        required=True,
+        help=f"comma-separated, or 'all': {', '.join(METHODS)}",
+    )
+    run.add_argument(
+        "--datasets",
+        required=True,
+        help="comma-separated dataset ids (metaworld-v3/mt5/near-optimal-v0) or "
+        "SUITE:quality pairs (MT5:near-optimal; task lists as "
+        "reach-v3+push-v3:expert), which are built with the recipes when missing",
+    )
+    run.add_argument("--seeds", type=_int_list, default=[0], help="e.g. 0,1,2")
+    run.add_argument("--steps", type=int, required=True, help="gradient steps per cell")
+    run.add_argument("--out", default="results", help="results folder")
+    run.add_argument("--device", default="cpu", help="cpu (default) or cuda:N")
+    run.add_argument(
+        "--eval-episodes", type=int, default=10, help="per task (default: 10)"
+    )
+    run.add_argument("--eval-seed", type=int, default=0, help="held-out goal draw")
+    run.add_argument("--eval-max-steps", type=int, help="cut evaluation episodes")
+    run.add_argument("--eval-workers", type=int, default=0, help="env processes")
+    run.add_argument(
+        "--target-return",
+        type=float,
+        help="DT target return for every task (default: the task's best in the data)",
+    )
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    """How ``run`` goes about it: data building, options, resuming, output."""
+    run.add_argument(
+        "--episodes-per-task",
+        type=int,
+        default=100,
+        help="episodes per task when the harness builds a dataset (default: 100)",
+    )
+    run.add_argument("--recipe-seed", type=int, default=0, help="recipe seed")
+    run.add_argument(
+        "--build-missing",
+        action="store_true",
+        help="build missing recipe dataset ids with the recipes",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="[METHOD.]KEY=VALUE",
+        help="config option for one method (mtbc.batch_size=64) or for every "
+        "selected method that has it (embed_size=64); JSON values",
+    )
+    run.add_argument("--overwrite", action="store_true", help="recompute every cell")
+    run.add_argument("--fail-fast", action="store_true", help="stop at a failing cell")
+    run.add_argument(
+        "--save-models", action="store_true", help="also save seed<k>.d3 models"
+    )
+    run.add_argument("--threads", type=int, help="torch CPU threads")
+    run.add_argument(
+        "--curve-every",
+        type=int,
+        help="HarmoDT presets: also evaluate every N steps (a learning curve)",
+    )
+    run.add_argument("--report", metavar="DIR", help="write the report here afterwards")
+    run.add_argument("--verbose", action="store_true", help="show d3rlpy's logs")
+    # test-only: short recipe episodes
+    run.add_argument("--max-episode-steps", type=int, help=argparse.SUPPRESS)
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argument parser (``prog`` lets another CLI embed it)."""
+    parser = OneLineParser(
+        prog=prog,
+        description="Benchmark HarmoDT against multi-task baselines on recipe data.",
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=OneLineParser
+    )
+    run = sub.add_parser(
+        "run", help="run (or resume) a methods x datasets x seeds matrix"
+    )
+    _add_matrix_arguments(run)
+    _add_run_options(run)
+
+    rep = sub.add_parser(
+        "report", help="markdown table, CSVs and plots of a results folder"
+    )
+    rep.add_argument("results", help="results folder of 'run'")
+    rep.add_argument("--out", default="docs/benchmarks", help="where to write")
+    rep.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+
+    sub.add_parser("list", help="the methods and what they are")
+    return parser
+
+
+def _override_targets(
+    item: str, method: str, option: str, methods: Sequence[str]
+) -> list[str]:
+    """The selected methods a ``--set`` item applies to (its ``METHOD.``
+    prefix, or every selected method that has the option)."""
+    if method:
+        method = check_methods([method])[0]
+        if method not in methods:
+            raise BenchmarkError(f"--set {item!r}: {method} is not among --methods")
+        return [method]
+    targets = [m for m in methods if option in method_options(m)]
+    if not targets:
+        raise BenchmarkError(
+            f"--set {item!r}: no selected method has an option {option!r}"
+        )
+    return targets
+
+
+def parse_overrides(
+    items: Sequence[str], methods: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """``[METHOD.]KEY=VALUE`` items → per-method overrides (unprefixed keys go
+    to every selected method that has that option)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise BenchmarkError(f"--set {item!r}: expected [METHOD.]KEY=VALUE")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        method, _, option = key.rpartition(".")
+        for target in _override_targets(item, method, option, methods):
+            if option not in method_options(target):
+                raise BenchmarkError(
+                    f"--set {item!r}: {target} has no option {option!r}; valid: "
+                    f"{', '.join(sorted(method_options(target)))}"
+                )
+            try:
+                value = parse_value(option, raw, option_default(target, option))
+            except OptionError as exc:
+                raise BenchmarkError(f"--set {item!r}: {target}: {exc}") from None
+            out.setdefault(target, {})[option] = value
+    return out
+
+
+def _settings(args: argparse.Namespace, methods: Sequence[str]) -> BenchmarkSettings:
+    """The ``run`` arguments every cell shares."""
+    return BenchmarkSettings(
+        steps=args.steps,
+        eval_episodes=args.eval_episodes,
+        eval_seed=args.eval_seed,
+        eval_max_steps=args.eval_max_steps,
+        eval_workers=args.eval_workers,
+        target_return=args.target_return,
+        device=args.device,
+        overrides=parse_overrides(args.set, methods),
+        save_models=args.save_models,
+        threads=args.threads,
+        curve_every=args.curve_every,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    methods = check_methods(args.methods)
+    try:
+        datasets = parse_list("--datasets", args.datasets)
+    except OptionError as exc:
+        raise BenchmarkError(str(exc)) from None
+    summary = run_matrix(
+        methods,
+        datasets,
+        args.seeds,
+        args.out,
+        _settings(args, methods),
+        build_missing=args.build_missing,
+        episodes_per_task=args.episodes_per_task,
+        recipe_seed=args.recipe_seed,
+        max_episode_steps=args.max_episode_steps,
+        overwrite=args.overwrite,
+        fail_fast=args.fail_fast,
+        quiet=not args.verbose,
+    )
+    if args.report:
+        for path in report(args.out, args.report):
+            print(f"wrote {path}")
+    return EXIT_OK if summary.ok else EXIT_FAILED_CELLS
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    for path in report(args.results, args.out, plots=not args.no_plots):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _cmd_list() -> int:
+    for name in HARMODT_METHODS:
+        options = PRESETS[name]
+        print(f"{name:12s} {METHOD_LABELS[name]:14s} HarmoDT preset {options}")
+    for name, spec in BASELINES.items():
+        print(f"{name:12s} {spec.label:14s} {spec.description}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Entry point; returns the exit code (0 ok, 1 some cells failed, 2 bad
+    input, 130/143 interrupted/terminated: finished cells are kept, rerun to
+    resume)."""
+    args = build_parser(prog).parse_args(argv)
+    commands = {
+        "run": lambda: _cmd_run(args),
+        "report": lambda: _cmd_report(args),
+        "list": _cmd_list,
+    }
+    return run_command(
+        prog,
+        commands[args.command],
+        (ValueError,),  # BenchmarkError, RecipeError, DatasetError
+        resume_hint="; finished cells are kept, rerun to resume",
+    )

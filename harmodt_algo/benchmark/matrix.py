@@ -1,0 +1,222 @@
+"""A methods x datasets x seeds matrix of cells, resumable.
+
+Everything is checked before the first cell trains, so a typo costs seconds
+rather than hours; each cell is written atomically only when complete, so a
+matrix can be stopped at any time and rerun to resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._quiet import d3rlpy_warnings_only
+from ..data import MultiTaskDataset, as_multitask_dataset
+from ..files import write_json_atomic
+from .cells import BenchmarkSettings, CellKey, cell_path, read_cell, run_cell
+from .datasets import DatasetSpec, Log, as_spec, ensure_dataset
+from .errors import BenchmarkError
+from .methods import check_methods
+
+__all__ = ["MatrixSummary", "run_matrix"]
+
+
+@dataclasses.dataclass
+class MatrixSummary:
+    """What a :func:`run_matrix` call did."""
+
+    ran: list[Path] = dataclasses.field(default_factory=list)
+    skipped: list[Path] = dataclasses.field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    out: list[int] = []
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise BenchmarkError(f"seeds must be ints, got {seed!r}")
+        if seed < 0:
+            raise BenchmarkError(f"seeds must be >= 0, got {seed}")
+        out.append(int(seed))
+    if not out:
+        raise BenchmarkError("no seeds given")
+    return list(dict.fromkeys(out))
+
+
+def _check_datasets(datasets: Sequence[DatasetSpec | str]) -> list[DatasetSpec]:
+    specs = [as_spec(d) for d in datasets]
+    if not specs:
+        raise BenchmarkError("no datasets given")
+    return list(dict.fromkeys(specs))
+
+
+def _finished_cells(
+    cells: Sequence[CellKey],
+    root: Path,
+    settings: BenchmarkSettings,
+    overwrite: bool,
+    say: Log,
+) -> dict[CellKey, Path]:
+    """The cells already on disk with this budget; a finished cell made with
+    another budget raises, so one folder never mixes budgets."""
+    finished: dict[CellKey, Path] = {}
+    mismatched: list[str] = []
+    for cell in cells:
+        path = cell_path(root, cell.dataset, cell.method, cell.seed)
+        if overwrite or not path.exists():
+            continue
+        record = read_cell(path)
+        if record is None:
+            say(f"recomputing {cell}: {path} is unreadable")
+            continue
+        if record.get("budget") != settings.budget(cell.method):
+            mismatched.append(
+                f"{path} (has {record.get('budget')}, asked "
+                f"{settings.budget(cell.method)})"
+            )
+            continue
+        finished[cell] = path
+    if mismatched:
+        raise BenchmarkError(
+            "finished cells were made with a different budget: "
+            + "; ".join(mismatched[:3])
+            + ("" if len(mismatched) <= 3 else f"; and {len(mismatched) - 3} more")
+            + ". Use another --out, or --overwrite to recompute them"
+        )
+    return finished
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the cells of one :func:`run_matrix` call share while they run,
+    and the ``[k/total]`` count their log lines carry across datasets."""
+
+    root: Path
+    settings: BenchmarkSettings
+    fail_fast: bool
+    say: Log
+    total: int
+    summary: MatrixSummary = dataclasses.field(default_factory=MatrixSummary)
+    number: int = 0
+
+    def tag(self) -> str:
+        """The next cell's ``[k/total]``."""
+        self.number += 1
+        return f"[{self.number}/{self.total}]"
+
+    def skip(self, cell: CellKey, path: Path) -> None:
+        self.summary.skipped.append(path)
+        self.say(f"{self.tag()} skip {cell}: finished ({path})")
+
+    def run(self, cell: CellKey, minari_dataset: Any, data: MultiTaskDataset) -> None:
+        """Run one cell and write it; a failure is logged (or re-raised with
+        ``fail_fast``) and writes nothing, so a rerun retries it."""
+        tag = self.tag()
+        path = cell_path(self.root, cell.dataset, cell.method, cell.seed)
+        self.say(f"{tag} run {cell}: {self.settings.steps} steps ...")
+        try:
+            record, algo = run_cell(
+                cell.method,
+                cell.dataset,
+                minari_dataset,
+                data,
+                cell.seed,
+                self.settings,
+            )
+        except Exception as exc:
+            if self.fail_fast:
+                raise
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            self.summary.failed.append((str(cell), reason))
+            self.say(f"{tag} FAILED {cell}: {reason[:300]}")
+            self.say(traceback.format_exc(limit=4))
+            return
+        self._save(path, record, algo)
+        self.say(
+            f"{tag} done {cell}: success "
+            f"{100 * record['success_mean']:.1f}% (train "
+            f"{record['train_time_s']:.1f} s, eval "
+            f"{record['eval_time_s']:.1f} s) -> {path}"
+        )
+
+    def _save(self, path: Path, record: dict[str, Any], algo: Any) -> None:
+        if self.settings.save_models:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            algo.save(str(path.with_suffix(".d3")))
+        write_json_atomic(path, record, indent=1)
+        self.summary.ran.append(path)
+
+
+def run_matrix(
+    methods: str | Sequence[str],
+    datasets: Sequence[DatasetSpec | str],
+    seeds: Sequence[int],
+    out: str | Path,
+    settings: BenchmarkSettings,
+    *,
+    build_missing: bool = False,
+    episodes_per_task: int = 100,
+    recipe_seed: int = 0,
+    max_episode_steps: int | None = None,
+    overwrite: bool = False,
+    fail_fast: bool = False,
+    quiet: bool = True,
+    log: Log | None = None,
+) -> MatrixSummary:
+    """Run every missing cell of methods x datasets x seeds into ``out``.
+
+    Everything is validated before any training (methods, datasets, seeds,
+    options, device, and the budget of finished cells: a finished cell made
+    with another budget raises, ``overwrite=True`` recomputes every cell).
+    Finished cells are skipped and logged. A failing cell is logged and the
+    matrix goes on (``fail_fast`` re-raises); it writes nothing, so a rerun
+    retries it.
+    """
+    say: Log = log or (lambda text: print(text, flush=True))
+    names = check_methods(methods)
+    specs = _check_datasets(datasets)
+    seed_list = _check_seeds(seeds)
+    settings.validate()
+    root = Path(out)
+
+    # seeds outer: a matrix stopped part-way has every method for its first seeds
+    cells = [CellKey(s, m, k) for s in specs for k in seed_list for m in names]
+    finished = _finished_cells(cells, root, settings, overwrite, say)
+    run = _Run(root, settings, fail_fast, say, total=len(cells))
+    quiet_ctx = d3rlpy_warnings_only() if quiet else contextlib.nullcontext()
+    with quiet_ctx:
+        for spec in specs:
+            ours = [c for c in cells if c.dataset == spec]
+            for cell in ours:
+                if cell in finished:
+                    run.skip(cell, finished[cell])
+            todo = [c for c in ours if c not in finished]
+            if not todo:
+                continue
+            minari_dataset = ensure_dataset(
+                spec,
+                build=build_missing,
+                episodes_per_task=episodes_per_task,
+                recipe_seed=recipe_seed,
+                max_episode_steps=max_episode_steps,
+                log=say,
+            )
+            data = as_multitask_dataset(minari_dataset)
+            for cell in todo:
+                run.run(cell, minari_dataset, data)
+    summary = run.summary
+    say(
+        f"ran {len(summary.ran)} cell(s), skipped {len(summary.skipped)} finished, "
+        f"{len(summary.failed)} failed"
+    )
+    return summary

@@ -1,0 +1,548 @@
+"""A results folder as a report: a markdown table in the shape of the paper's
+Table 1 (mean ± std over seeds of the mean success %, one column per suite x
+quality, plus wall time), CSVs of every cell and every task, and PNG figures.
+
+It reads only the cell files, so a report can be made anywhere the results
+were copied to, without the data or a model.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..types import F64
+from .cells import read_cell
+from .errors import BenchmarkError
+from .methods import METHOD_LABELS, METHODS, PAPER_TABLE1
+
+__all__ = ["QUALITY_SHORT", "load_cells", "report"]
+
+#: Short quality names for table columns ("MT5 near", like the paper).
+QUALITY_SHORT = {
+    "expert": "expert",
+    "near-optimal": "near",
+    "sub-optimal": "sub",
+    "random": "random",
+}
+_SUITE_ORDER = ("MT1", "MT5", "MT10", "MT30", "MT50")
+_QUALITY_ORDER = ("expert", "near-optimal", "sub-optimal", "random")
+
+Cell = Mapping[str, Any]
+Groups = dict[tuple[str, str], list[Cell]]
+
+
+def load_cells(results: str | Path) -> list[dict[str, Any]]:
+    """Every finished cell under ``results`` (``*/*/seed*.json``)."""
+    root = Path(results)
+    if not root.is_dir():
+        raise BenchmarkError(f"no results folder {str(root)!r}")
+    cells = []
+    for path in sorted(root.glob("*/*/seed*.json")):
+        record = read_cell(path)
+        if record is not None:
+            record["_path"] = str(path)
+            cells.append(record)
+    return cells
+
+
+@dataclasses.dataclass(frozen=True)
+class _Column:
+    """One dataset column of the table."""
+
+    dataset_id: str
+    suite: str | None
+    quality: str | None
+    label: str
+
+    def sort_key(self) -> tuple[int, int, str]:
+        suite = _SUITE_ORDER.index(self.suite) if self.suite in _SUITE_ORDER else 99
+        quality = (
+            _QUALITY_ORDER.index(self.quality) if self.quality in _QUALITY_ORDER else 99
+        )
+        return (suite, quality, self.dataset_id)
+
+
+def _columns(cells: Sequence[Cell]) -> list[_Column]:
+    from dataset_recipes import parse_dataset_id
+
+    seen: dict[str, _Column] = {}
+    for cell in cells:
+        ident = str(cell["dataset_id"])
+        if ident in seen:
+            continue
+        facts = cell.get("dataset") or {}
+        suite = facts.get("suite")
+        quality = facts.get("quality")
+        recipe = parse_dataset_id(ident)
+        group = str(suite) if suite else (recipe.group if recipe else ident)
+        short = QUALITY_SHORT.get(str(quality), str(quality)) if quality else ""
+        label = f"{group} {short}".strip()
+        seen[ident] = _Column(ident, suite, quality, label)
+    columns = sorted(seen.values(), key=_Column.sort_key)
+    labels = [c.label for c in columns]
+    return [
+        dataclasses.replace(c, label=c.dataset_id) if labels.count(c.label) > 1 else c
+        for c in columns
+    ]
+
+
+def _method_order(cells: Sequence[Cell]) -> list[str]:
+    present = {str(c["method"]) for c in cells}
+    known = [m for m in METHODS if m in present]
+    return known + sorted(present - set(known))
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and (population, ddof 0) standard deviation."""
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std())
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _group(cells: Sequence[Cell]) -> Groups:
+    groups: Groups = defaultdict(list)
+    for cell in cells:
+        groups[(str(cell["dataset_id"]), str(cell["method"]))].append(cell)
+    for group in groups.values():
+        group.sort(key=lambda c: int(c["seed"]))
+    return groups
+
+
+def _task_success(group: Sequence[Cell], task: str) -> float:
+    """Mean over seeds of one task's success (%)."""
+    return 100 * float(np.mean([float(c["success"].get(task, np.nan)) for c in group]))
+
+
+def _first(cells: Sequence[Cell], dataset_id: str) -> Cell:
+    return next(c for c in cells if c["dataset_id"] == dataset_id)
+
+
+def _label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def _table_head(first: str, labels: Sequence[str]) -> list[str]:
+    """A markdown header row and its rule (numbers right-aligned)."""
+    return [
+        f"| {first} | " + " | ".join(labels) + " |",
+        "|" + "|".join(["---", *["---:"] * len(labels)]) + "|",
+    ]
+
+
+# --------------------------------------------------------------------------- #
+# Markdown
+# --------------------------------------------------------------------------- #
+
+
+def _intro(cells: Sequence[Cell]) -> list[str]:
+    """The title and what the numbers are (budgets and devices as run)."""
+    steps = sorted({int(c["budget"]["steps"]) for c in cells})
+    episodes = sorted({int(c["budget"]["eval_episodes"]) for c in cells})
+    devices = sorted({str(c.get("device", "?")) for c in cells})
+    return [
+        "# Benchmark results",
+        "",
+        "Mean success rate over tasks (%) of the **final** checkpoint, mean ± std "
+        "(ddof 0) over training seeds; every method trained on the same data for "
+        f"the same number of gradient steps ({', '.join(map(str, steps))}) and "
+        f"evaluated by the same multi-task evaluator ({', '.join(map(str, episodes))} "
+        "held-out goal(s) per task, the same goals for every method and seed). "
+        f"Device: {', '.join(devices)}. `(n=k)` marks a cell with fewer seeds than "
+        "its column's most. Time: mean wall time per cell, train + evaluation.",
+        "",
+    ]
+
+
+def _success_entry(group: Sequence[Cell], most: int) -> str:
+    """One method on one dataset: mean ± std over seeds, ``(n=k)`` if short."""
+    mean, std = _stats([100 * float(c["success_mean"]) for c in group])
+    text = f"{mean:.1f}" if len(group) == 1 else f"{mean:.1f} ± {std:.1f}"
+    if len(group) < most:
+        text += f" (n={len(group)})"
+    return text
+
+
+def _time_entry(groups: Sequence[Sequence[Cell]]) -> str:
+    """Mean wall time per cell, train + evaluation."""
+    times_train = [float(c["train_time_s"]) for g in groups for c in g]
+    times_eval = [float(c["eval_time_s"]) for g in groups for c in g]
+    if not times_train:
+        return "—"
+    train, evaluation = float(np.mean(times_train)), float(np.mean(times_eval))
+    return (
+        f"{_fmt_time(train + evaluation)} ({_fmt_time(train)} + "
+        f"{_fmt_time(evaluation)})"
+    )
+
+
+def _success_table(
+    groups: Groups, columns: Sequence[_Column], methods: Sequence[str]
+) -> list[str]:
+    """The Table-1-shaped table: one row per method, one column per dataset."""
+    labels = [*[c.label for c in columns], "time / cell (train + eval)"]
+    lines = _table_head("method", labels)
+    most = {
+        c.dataset_id: max(
+            (len(groups.get((c.dataset_id, m), [])) for m in methods), default=0
+        )
+        for c in columns
+    }
+    for method in methods:
+        row = [_label(method)]
+        ran = []
+        for column in columns:
+            group = groups.get((column.dataset_id, method), [])
+            row.append(_success_entry(group, most[column.dataset_id]) if group else "—")
+            ran.append(group)
+        row.append(_time_entry(ran))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _data_table(cells: Sequence[Cell], columns: Sequence[_Column]) -> list[str]:
+    """Per dataset: its size and the seeds that ran on it."""
+    lines = ["", "## Seeds and data", ""]
+    lines.append("| dataset | tasks | episodes / task | transitions | seeds |")
+    lines.append("|---|---:|---:|---:|---|")
+    for column in columns:
+        group = [c for c in cells if c["dataset_id"] == column.dataset_id]
+        facts = group[0].get("dataset") or {}
+        seeds = sorted({int(c["seed"]) for c in group})
+        lines.append(
+            f"| `{column.dataset_id}` | {len(facts.get('tasks') or [])} | "
+            f"{facts.get('episodes_per_task', '?')} | "
+            f"{facts.get('transitions', '?')} | {', '.join(map(str, seeds))} |"
+        )
+    return lines
+
+
+def _parameter_table(cells: Sequence[Cell], methods: Sequence[str]) -> list[str]:
+    """Per method: its size (total and active per task) and batch size."""
+    lines = ["", "## Parameters", ""]
+    lines.append("| method | parameters | active per task | batch size |")
+    lines.append("|---|---:|---:|---:|")
+    for method in methods:
+        group = [c for c in cells if c["method"] == method]
+        params = sorted({int(c["param_count"]) for c in group})
+        active = [c.get("active_param_count") for c in group]
+        active_vals = [float(a) for a in active if a is not None]
+        batches = sorted({int(c["batch_size"]) for c in group})
+        lines.append(
+            f"| {_label(method)} | "
+            f"{' / '.join(f'{p:,}' for p in params)} | "
+            f"{f'{np.mean(active_vals):,.0f}' if active_vals else '—'} | "
+            f"{', '.join(map(str, batches))} |"
+        )
+    return lines
+
+
+def _task_table(
+    cells: Sequence[Cell], groups: Groups, column: _Column, methods: Sequence[str]
+) -> list[str]:
+    """One dataset's per-task success, mean over seeds."""
+    tasks = list((_first(cells, column.dataset_id).get("success") or {}).keys())
+    lines = ["", f"## Per-task success (%): {column.label}", ""]
+    lines += _table_head("method", tasks)
+    for method in methods:
+        group = groups.get((column.dataset_id, method), [])
+        if not group:
+            continue
+        values = [f"{_task_success(group, t):.0f}" for t in tasks]
+        lines.append(f"| {_label(method)} | " + " | ".join(values) + " |")
+    return lines
+
+
+def _paper_table(columns: Sequence[_Column], methods: Sequence[str]) -> list[str]:
+    """The paper's numbers for the columns and methods that both have."""
+    paper_cols = [
+        c
+        for c in columns
+        if any((c.suite, c.quality) in v for v in PAPER_TABLE1.values())
+    ]
+    labels = [_label(m) for m in methods]
+    paper_rows = [label for label in PAPER_TABLE1 if label in labels]
+    if not (paper_cols and paper_rows):
+        return []
+    lines = [
+        "",
+        "## The paper's Table 1, same columns (reference only)",
+        "",
+        "Meta-World **v2** data from SAC replay buffers, best checkpoint: the "
+        "absolute numbers are not comparable with the table above, only the "
+        "gaps between methods are.",
+        "",
+        *_table_head("method", [c.label for c in paper_cols]),
+    ]
+    for label in paper_rows:
+        values = [
+            f"{PAPER_TABLE1[label][(str(c.suite), str(c.quality))]:.2f}"
+            if (c.suite, c.quality) in PAPER_TABLE1[label]
+            else "—"
+            for c in paper_cols
+        ]
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    return lines
+
+
+def _markdown(
+    cells: Sequence[Cell], columns: Sequence[_Column], methods: Sequence[str]
+) -> str:
+    groups = _group(cells)
+    lines = _intro(cells)
+    lines += _success_table(groups, columns, methods)
+    lines += _data_table(cells, columns)
+    lines += _parameter_table(cells, methods)
+    for column in columns:
+        lines += _task_table(cells, groups, column, methods)
+    lines += _paper_table(columns, methods)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- #
+# CSVs
+# --------------------------------------------------------------------------- #
+
+_CELL_FIELDS = (
+    "dataset_id",
+    "column",
+    "suite",
+    "quality",
+    "method",
+    "label",
+    "seed",
+    "steps",
+    "batch_size",
+    "success_mean",
+    "return_mean",
+    "train_time_s",
+    "eval_time_s",
+    "param_count",
+    "active_param_count",
+    "eval_episodes",
+    "episodes_per_task",
+    "device",
+    "finished_at",
+    "path",
+)
+
+
+def _cell_row(cell: Cell, column: str) -> dict[str, Any]:
+    """One row of ``cells.csv``."""
+    facts = cell.get("dataset") or {}
+    return {
+        "dataset_id": cell["dataset_id"],
+        "column": column,
+        "suite": facts.get("suite"),
+        "quality": facts.get("quality"),
+        "method": cell["method"],
+        "label": cell.get("label"),
+        "seed": cell["seed"],
+        "steps": cell["steps"],
+        "batch_size": cell.get("batch_size"),
+        "success_mean": cell["success_mean"],
+        "return_mean": cell["return_mean"],
+        "train_time_s": cell["train_time_s"],
+        "eval_time_s": cell["eval_time_s"],
+        "param_count": cell.get("param_count"),
+        "active_param_count": cell.get("active_param_count"),
+        "eval_episodes": cell["budget"]["eval_episodes"],
+        "episodes_per_task": facts.get("episodes_per_task"),
+        "device": cell.get("device"),
+        "finished_at": cell.get("finished_at"),
+        "path": cell.get("_path"),
+    }
+
+
+def _write_csvs(
+    cells: Sequence[Cell], columns: Sequence[_Column], out: Path
+) -> list[Path]:
+    label_of = {c.dataset_id: c.label for c in columns}
+    cells_csv = out / "cells.csv"
+    tasks_csv = out / "tasks.csv"
+    with cells_csv.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(_CELL_FIELDS))
+        writer.writeheader()
+        for cell in cells:
+            writer.writerow(_cell_row(cell, label_of[str(cell["dataset_id"])]))
+    with tasks_csv.open("w", newline="", encoding="utf-8") as fh:
+        rows = csv.writer(fh)
+        rows.writerow(
+            ["dataset_id", "method", "seed", "task", "success_rate", "mean_return"]
+        )
+        for cell in cells:
+            for task, success in (cell.get("success") or {}).items():
+                rows.writerow(
+                    [
+                        cell["dataset_id"],
+                        cell["method"],
+                        cell["seed"],
+                        task,
+                        success,
+                        (cell.get("return") or {}).get(task),
+                    ]
+                )
+    return [cells_csv, tasks_csv]
+
+
+# --------------------------------------------------------------------------- #
+# Plots
+# --------------------------------------------------------------------------- #
+
+
+def _figure(**kwargs: Any) -> Any:
+    """A matplotlib Figure on an Agg canvas (files only, no pyplot state)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - matplotlib is in [dev]
+        raise BenchmarkError(
+            "plots need matplotlib: pip install 'harmodt[plots]' (or pass --no-plots)"
+        ) from exc
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _plot_bars(
+    cells: Sequence[Cell],
+    columns: Sequence[_Column],
+    methods: Sequence[str],
+    path: Path,
+) -> Path:
+    groups = _group(cells)
+    width = 0.8 / max(len(methods), 1)
+    fig = _figure(figsize=(max(6.0, 1.2 + 0.35 * len(methods) * len(columns)), 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(columns))
+    for i, method in enumerate(methods):
+        means, stds = [], []
+        for column in columns:
+            group = groups.get((column.dataset_id, method), [])
+            if group:
+                mean, std = _stats([100 * float(c["success_mean"]) for c in group])
+            else:
+                mean, std = math.nan, 0.0
+            means.append(mean)
+            stds.append(std)
+        ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            means,
+            width,
+            yerr=stds,
+            capsize=2,
+            label=_label(method),
+        )
+    ax.set_xticks(x)
+    ax.set_xticklabels([c.label for c in columns])
+    ax.set_ylabel("mean success (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Final-checkpoint success, mean ± std over seeds")
+    ax.legend(
+        fontsize="small",
+        ncols=min(len(methods), 5),
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12),
+    )
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _annotate(ax: Any, grid: F64) -> None:
+    """Write each heat-map entry on its square (light text on dark squares)."""
+    rows, tasks = grid.shape
+    for i in range(rows):
+        for j in range(tasks):
+            if not np.isnan(grid[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    color="white" if grid[i, j] < 60 else "black",
+                    fontsize="small",
+                )
+
+
+def _plot_heatmap(
+    cells: Sequence[Cell],
+    column: _Column,
+    methods: Sequence[str],
+    path: Path,
+) -> Path:
+    groups = _group(cells)
+    tasks = list((_first(cells, column.dataset_id).get("success") or {}).keys())
+    rows = [m for m in methods if (column.dataset_id, m) in groups]
+    grid = np.full((len(rows), len(tasks)), np.nan)
+    for i, method in enumerate(rows):
+        group = groups[(column.dataset_id, method)]
+        for j, task in enumerate(tasks):
+            grid[i, j] = _task_success(group, task)
+    longest = max((len(t) for t in tasks), default=10)
+    fig = _figure(
+        figsize=(
+            max(6.0, 3.0 + 0.5 * len(tasks)),
+            1.6 + 0.45 * len(rows) + 0.075 * longest,
+        )
+    )
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    ax.set_xticks(np.arange(len(tasks)))
+    ax.set_xticklabels(tasks, rotation=60, ha="right", fontsize="small")
+    ax.set_yticks(np.arange(len(rows)))
+    ax.set_yticklabels([_label(m) for m in rows])
+    if len(tasks) <= 15:
+        _annotate(ax, grid)
+    fig.colorbar(image, ax=ax, label="success (%)")
+    ax.set_title(f"Per-task success (%), mean over seeds\n{column.label}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def report(results: str | Path, out: str | Path, *, plots: bool = True) -> list[Path]:
+    """Write ``benchmark.md``, ``cells.csv``, ``tasks.csv`` and (with ``plots``)
+    ``success.png`` plus one ``task_success_<dataset-slug>.png`` per dataset
+    into ``out``; returns the paths written."""
+    cells = load_cells(results)
+    if not cells:
+        raise BenchmarkError(
+            f"no finished cells under {str(results)!r}; run "
+            "'python -m harmodt_algo.benchmark run ... --out <that folder>' first"
+        )
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    columns = _columns(cells)
+    methods = _method_order(cells)
+    written = []
+    table = target / "benchmark.md"
+    table.write_text(_markdown(cells, columns, methods), encoding="utf-8")
+    written.append(table)
+    written += _write_csvs(cells, columns, target)
+    if plots:
+        written.append(_plot_bars(cells, columns, methods, target / "success.png"))
+        for column in columns:
+            slug = column.dataset_id.replace("/", "__")
+            written.append(
+                _plot_heatmap(
+                    cells, column, methods, target / f"task_success_{slug}.png"
+                )
+            )
+    return written

@@ -1,0 +1,74 @@
+"""``harmodt adapt``: unseen tasks added to a trained model from a few
+demonstrations (:meth:`HarmoDT.add_task`), written to a NEW model file so the
+trained one stays what was evaluated."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from dataset_recipes.commandline import EXIT_OK
+
+from .common import CliError, check_positive, load_minari, load_model
+
+__all__ = ["cmd_adapt"]
+
+
+def _target(args: argparse.Namespace, model_path: Path) -> Path:
+    """``--out``, else ``<model>-<method>.d3`` beside the model; never the model."""
+    target = Path(
+        args.out or model_path.with_name(f"{model_path.stem}-{args.method}.d3")
+    )
+    if target.resolve() == model_path.resolve():
+        raise CliError("--out must differ from the model file (it is not changed)")
+    return target
+
+
+def cmd_adapt(args: argparse.Namespace, out: Console) -> int:
+    """``harmodt adapt``: every task of ``--dataset`` added with ``--method``."""
+    from ..adapt import ADAPT_METHODS
+
+    if args.method not in ADAPT_METHODS:
+        raise CliError(
+            f"unknown --method {args.method!r}; choose one of "
+            f"{', '.join(ADAPT_METHODS)}"
+        )
+    check_positive("--tune-steps", args.tune_steps)
+    model_path = Path(args.model)
+    target = _target(args, model_path)
+    algo = load_model(model_path)
+    import harmodt_algo
+
+    data = harmodt_algo.as_multitask_dataset(load_minari(args.dataset))
+    known = [t for t in data.task_names if t in algo.task_names]
+    if known:
+        raise CliError(
+            f"the model already has task(s) {known}; adapt adds tasks it never "
+            "trained on"
+        )
+    for name in data.task_names:  # every check is made before a task is added
+        algo.add_task(
+            name,
+            {name: data.episodes[data.task_names.index(name)]},
+            method=args.method,
+            threshold=args.threshold,
+            steps=args.tune_steps,
+        )
+    tmp = target.with_name(f".{target.name}.tmp")
+    algo.save(str(tmp))
+    tmp.replace(target)
+    out.print(
+        f"added {len(data.task_names)} task(s) to {model_path.name} with "
+        f"{args.method}: {', '.join(data.task_names)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(f"model: {target}", highlight=False, soft_wrap=True)
+    out.print(
+        f"evaluate: harmodt evaluate {target} --dataset {args.dataset}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return EXIT_OK
