@@ -8,16 +8,23 @@ step's batch, dropout and mask draws are functions of (seed, step).
 
 Files are written to a temporary name and renamed, so a crash never leaves a
 half-written checkpoint under the final name; the newest ``keep`` are kept and
-``load_latest`` falls back to an older one if the newest cannot be read.
+``load_latest`` falls back to an older one if the newest cannot be read. A
+caller that needs more than the model to resume (the benchmark harness: the
+epoch's running metrics) saves it as a JSON ``state`` next to the checkpoint
+and reads both back with ``load_latest_with_state``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
+
+from .files import write_json_atomic
 
 __all__ = ["CheckpointDir", "StopRequest", "TrainingStopped"]
 
@@ -52,28 +59,56 @@ class CheckpointDir:
         ]
         return [p for _, p in sorted(found, reverse=True)]
 
-    def save(self, algo: Any) -> Path:
-        """Write ``algo.save_model`` for its current step; prune old ones."""
+    def save(self, algo: Any, state: Mapping[str, Any] | None = None) -> Path:
+        """Write ``algo.save_model`` for its current step; prune old ones.
+        ``state`` is written first, as ``step-<n>.json``: a checkpoint never
+        exists without the state it was saved with."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / f"step-{algo.grad_step}.pt"
+        if state is not None:
+            write_json_atomic(path.with_suffix(".json"), state)
         tmp = self.root / f".{path.name}.tmp"
         algo.save_model(str(tmp))
         tmp.replace(path)
+        kept = self.paths()[: self.keep]
         for old in self.paths()[self.keep :]:
             old.unlink(missing_ok=True)
+        for side in self.root.glob("step-*.json"):  # pruned, or never saved
+            if side.with_suffix(".pt") not in kept:
+                side.unlink(missing_ok=True)
         return path
 
     def load_latest(self, algo: Any) -> Path:
         """Load the newest readable checkpoint into the built ``algo``."""
+        return self._load_latest(algo, with_state=False)[0]
+
+    def load_latest_with_state(self, algo: Any) -> tuple[Path, dict[str, Any]]:
+        """``load_latest`` for checkpoints saved with a ``state``: the newest
+        whose state and model both read, and its state."""
+        path, state = self._load_latest(algo, with_state=True)
+        assert state is not None
+        return path, state
+
+    def _load_latest(
+        self, algo: Any, with_state: bool
+    ) -> tuple[Path, dict[str, Any] | None]:
         errors = []
         for path in self.paths():
             try:
+                state = _read_state(path.with_suffix(".json")) if with_state else None
                 algo.load_model(str(path))
-                return path
+                return path, state
             except Exception as exc:  # a truncated or foreign file: try older
                 errors.append(f"{path.name}: {type(exc).__name__}")
         detail = f" (unreadable: {', '.join(errors)})" if errors else ""
         raise FileNotFoundError(f"no readable checkpoint in {self.root}{detail}")
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    state = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(state, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return state
 
 
 class StopRequest:

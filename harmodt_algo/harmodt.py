@@ -429,6 +429,14 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
                 "'gloo' or 'nccl') before building HarmoDT"
             )
         super().__init__(config, device, enable_ddp, impl)
+        self._last_step_metrics: dict[str, float] = {}
+
+    @property
+    def last_step_metrics(self) -> dict[str, float]:
+        """The metrics ``fit`` logged for its latest step (its timings aside),
+        for a ``callback``: one that checkpoints mid-epoch keeps them, so that
+        a resumed fit's epoch means equal an uninterrupted one's."""
+        return dict(getattr(self, "_last_step_metrics", {}))
 
     @classmethod
     def from_preset(
@@ -936,6 +944,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         for itr in range_gen:
             with run.logger.measure_time("step"):
                 metrics = self._fit_step(run)
+                self._last_step_metrics = metrics
                 for name, val in metrics.items():
                     run.logger.add_metric(name, val)
                     epoch_loss[name].append(val)

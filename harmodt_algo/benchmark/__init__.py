@@ -16,6 +16,12 @@ evaluates, and writes ``<out>/<dataset-slug>/<method>/seed<k>.json`` atomically
 (temp file + ``os.replace``) only when complete. A restarted matrix skips the
 finished cells (and says so), so a long CPU matrix can be interrupted at any
 time; a cell made with a different budget is an error, not a silent mix.
+A HarmoDT cell also checkpoints every ``checkpoint_every`` steps (1000) into
+``<out>/<dataset-slug>/<method>/.seed<k>.checkpoints/``: stopped (SIGINT/SIGTERM
+finish the step and checkpoint) or killed, it resumes from its newest readable
+checkpoint and ends with the record an uninterrupted cell would have had,
+wall-clock fields aside; the folder goes once the cell is written. Baseline
+cells are short and restart from scratch.
 A HarmoDT cell also records how far its masks moved (``masks``: per-task drift
 from the initial masks, mean pairwise overlap before and after), because
 whether the harmony score changes anything is the question a result raises.
@@ -27,10 +33,13 @@ Timing: ``train_time_s`` covers building the method's model and replay data
 and its ``fit``; ``eval_time_s`` covers building the evaluation environments
 (a fresh evaluator per cell, so every cell pays the same) and the episodes.
 Loading the Minari dataset is shared by the cells of a dataset and not counted.
+A resumed cell's ``train_time_s`` adds up its sessions up to their last
+checkpoints (steps lost to a kill are not counted).
 
 Modules, each importing only those above it: :mod:`.errors`, :mod:`.methods`
-(names, labels, options), :mod:`.datasets` (names, building), :mod:`.cells`
-(one cell), :mod:`.matrix` (many, resumable), :mod:`.reporting` (reads cell files
+(names, labels, options), :mod:`.datasets` (names, building), :mod:`.resume`
+(a HarmoDT cell's checkpoints), :mod:`.cells` (one cell), :mod:`.matrix`
+(many, resumable), :mod:`.reporting` (reads cell files
 only), :mod:`.cli`; :mod:`.committed` holds the committed matrix's settings.
 
 Command line (:func:`main`; ``harmodt benchmark ...`` delegates to it)::
@@ -45,7 +54,14 @@ Command line (:func:`main`; ``harmodt benchmark ...`` delegates to it)::
 from __future__ import annotations
 
 from ..summary import count_parameters
-from .cells import CELL_SCHEMA, BenchmarkSettings, CellKey, cell_path, run_cell
+from .cells import (
+    CELL_SCHEMA,
+    BenchmarkSettings,
+    CellKey,
+    cell_path,
+    checkpoint_dir,
+    run_cell,
+)
 from .cli import build_parser, main, parse_overrides
 from .datasets import DatasetSpec, ensure_dataset, parse_dataset
 from .errors import BenchmarkError
@@ -74,6 +90,7 @@ __all__ = [
     "PAPER_TABLE1",
     "cell_path",
     "check_methods",
+    "checkpoint_dir",
     "count_parameters",
     "ensure_dataset",
     "load_cells",

@@ -5,7 +5,9 @@ The record is the unit of resumption (a finished cell is never recomputed) and
 of the report, so it carries everything a reader needs to judge it: the
 budget that must match for reuse, timings, per-task results, the model's
 size, how far a HarmoDT model's masks moved, the data, the config, versions
-and the host.
+and the host. A HarmoDT cell stopped part-way resumes from its newest
+checkpoint (:mod:`.resume`) and ends with the record an uninterrupted cell
+would have had, wall-clock fields aside (``resumed_from`` lists the steps).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -24,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..baselines import baseline_policy, fit_baseline, make_baseline
+from ..checkpoints import StopRequest, TrainingStopped
 from ..data import MultiTaskDataset
 from ..harmodt import HarmoDT
 from ..options import OptionError, parse_device
 from ..summary import active_parameters, count_parameters, mask_movement
-from .datasets import DatasetSpec, dataset_facts
+from .datasets import DatasetSpec, Log, dataset_facts
 from .errors import BenchmarkError
 from .methods import (
     BASELINE_METHODS,
@@ -38,6 +41,7 @@ from .methods import (
     check_methods,
     validate_overrides,
 )
+from .resume import CellCheckpoints, EpochMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -49,6 +53,7 @@ __all__ = [
     "BenchmarkSettings",
     "CellKey",
     "cell_path",
+    "checkpoint_dir",
     "read_cell",
     "run_cell",
 ]
@@ -80,6 +85,10 @@ class BenchmarkSettings:
         curve_every: HarmoDT presets also evaluate (same goals) every this
             many steps before the end, recorded as the cell's ``curve``: the
             learning curve that shows whether the budget has converged.
+        checkpoint_every: HarmoDT presets write a checkpoint every this many
+            steps (0: none), so a stopped cell resumes there rather than from
+            step 0; baselines are short and restart from scratch. Not part of
+            the budget: it does not change the result.
     """
 
     steps: int
@@ -93,6 +102,7 @@ class BenchmarkSettings:
     save_models: bool = False
     threads: int | None = None
     curve_every: int | None = None
+    checkpoint_every: int = 1000
 
     def validate(self) -> None:
         for name in ("steps", "eval_episodes"):
@@ -105,6 +115,9 @@ class BenchmarkSettings:
             )
         if self.eval_workers < 0:
             raise BenchmarkError(f"eval_workers must be >= 0, got {self.eval_workers}")
+        every = self.checkpoint_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise BenchmarkError(f"checkpoint_every must be an int >= 0, got {every!r}")
         if self.threads is not None and self.threads <= 0:
             raise BenchmarkError(f"threads must be > 0, got {self.threads}")
         if self.curve_every is not None and not 0 < self.curve_every < self.steps:
@@ -151,6 +164,14 @@ def cell_path(
     """``<out>/<dataset-slug>/<method>/seed<k>.json``."""
     spec = dataset if isinstance(dataset, DatasetSpec) else DatasetSpec(dataset)
     return Path(out) / spec.slug / method / f"seed{seed}.json"
+
+
+def checkpoint_dir(
+    out: str | Path, dataset: DatasetSpec | str, method: str, seed: int
+) -> Path:
+    """``<out>/<dataset-slug>/<method>/.seed<k>.checkpoints``: hidden, next to
+    the cell, removed once the cell is written."""
+    return cell_path(out, dataset, method, seed).with_name(f".seed{seed}.checkpoints")
 
 
 def read_cell(path: Path) -> dict[str, Any] | None:
@@ -223,13 +244,21 @@ class _CaptureFactory:
 class _Evaluations:
     """Every evaluation of one cell, so the learning curve and the final
     result use the same held-out goals and targets; the curve's time is kept
-    apart, because it is not training time."""
+    apart, because it is not training time (:meth:`train_time`)."""
 
     minari_dataset: Any
     data: MultiTaskDataset
     settings: BenchmarkSettings
     curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
     curve_time: float = 0.0
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    train_before: float = 0.0  # what a stopped run had trained
+    on_curve: Callable[[list[dict[str, float]]], None] | None = None
+
+    def train_time(self) -> float:
+        """Training time so far: since the cell started, less the curve's
+        evaluations, plus what a stopped run had trained before."""
+        return self.train_before + time.perf_counter() - self.started - self.curve_time
 
     def evaluator(self) -> MultiTaskEvaluator:
         """The cell's evaluator: the same goals at every point of the curve."""
@@ -256,8 +285,19 @@ class _Evaluations:
         with self.evaluator() as evaluator:
             success = evaluator.evaluate(evaluator.policy_for(model)).success_mean
         self.curve.append({"step": model.grad_step, "success_mean": success})
+        if self.on_curve is not None:
+            self.on_curve(self.curve)
         self.curve_time += time.perf_counter() - t
         return success
+
+    def restore(self, points: list[dict[str, float]], model: HarmoDT) -> None:
+        """A resumed cell's curve: the stored points up to its step, and the
+        point at its step when the stop came before that evaluation."""
+        step, every = model.grad_step, self.settings.curve_every
+        self.curve = list(points)
+        missing = not self.curve or self.curve[-1]["step"] != step
+        if every and 0 < step < self.settings.steps and step % every == 0 and missing:
+            self.curve_point(model)
 
     def final(self, algo: Any) -> tuple[EvaluationResult, Any]:
         """The final checkpoint's result and the targets it was given."""
@@ -270,6 +310,21 @@ class _Evaluations:
             return evaluator.evaluate(policy), targets
 
 
+def _fit_options(
+    method: str, capture: _CaptureFactory, evaluations: _Evaluations
+) -> dict[str, Any]:
+    """``HarmoDT.fit``'s options of a cell (all but the data and the steps)."""
+    every = evaluations.settings.curve_every
+    return {
+        "n_steps_per_epoch": every or evaluations.settings.steps,
+        "experiment_name": f"benchmark_{method}",
+        "with_timestamp": False,
+        "logger_adapter": capture,
+        "show_progress": False,
+        "evaluators": {"curve": evaluations.curve_point} if every else None,
+    }
+
+
 def _fit_harmodt(
     method: str,
     data: MultiTaskDataset,
@@ -277,25 +332,85 @@ def _fit_harmodt(
     device: Any,
     capture: _CaptureFactory,
     evaluations: _Evaluations,
-) -> tuple[HarmoDT, torch.Tensor]:
-    """Train a HarmoDT preset; returns it and its initial (T, N) masks."""
+    store: CellCheckpoints | None,
+) -> tuple[HarmoDT, torch.Tensor, list[int]]:
+    """Train a HarmoDT preset (resumable with ``store``); returns it, its
+    initial (T, N) masks and the steps it was resumed from."""
     settings = evaluations.settings
     overrides = dict(settings.overrides.get(method, {}))
     algo = HarmoDT.from_preset(method, device=device, **{**overrides, "seed": seed})
     algo.build_with_dataset(data)  # the model fit will train, masks as drawn
     assert algo.impl is not None
     initial_masks = algo.impl.flat_masks().clone()  # (T, N)
-    algo.fit(
-        data,
-        n_steps=settings.steps,
-        n_steps_per_epoch=settings.curve_every or settings.steps,
-        experiment_name=f"benchmark_{method}",
-        with_timestamp=False,
-        logger_adapter=capture,
-        show_progress=False,
-        evaluators={"curve": evaluations.curve_point} if settings.curve_every else None,
-    )
-    return algo, initial_masks
+    options = _fit_options(method, capture, evaluations)
+    if store is None:
+        algo.fit(data, n_steps=settings.steps, **options)
+        return algo, initial_masks, []
+    resumed_from = _fit_resumable(algo, data, capture, evaluations, store, options)
+    return algo, initial_masks, resumed_from
+
+
+def _checkpoint_callback(
+    stop: StopRequest,
+    store: CellCheckpoints,
+    metrics: EpochMetrics,
+    evaluations: _Evaluations,
+    resumed_from: list[int],
+) -> Callable[[HarmoDT, int, int], None]:
+    """fit's callback, after every step: keep the step's metrics, write the
+    periodic checkpoint or the stop request's (then :class:`TrainingStopped`
+    ends the fit). The last step's checkpoint is written after the fit."""
+    steps = evaluations.settings.steps
+
+    def checkpoint(trained: HarmoDT, epoch: int, total_step: int) -> None:
+        metrics.add(epoch, trained.last_step_metrics)
+        step = trained.grad_step
+        signum = stop.signum  # once: a signal between two reads still saves
+        if step >= steps:
+            return
+        if signum is not None or step % store.every == 0:
+            store.save(trained, metrics, evaluations.train_time(), resumed_from)
+        if signum is not None:
+            raise TrainingStopped(signum, step)
+
+    return checkpoint
+
+
+def _fit_resumable(
+    algo: HarmoDT,
+    data: MultiTaskDataset,
+    capture: _CaptureFactory,
+    evaluations: _Evaluations,
+    store: CellCheckpoints,
+    options: dict[str, Any],
+) -> list[int]:
+    """Fit from the newest checkpoint (if any) to the budget, checkpointing
+    every ``store.every`` steps and at the end; SIGINT/SIGTERM finish the
+    step, checkpoint and raise :class:`TrainingStopped`. Returns the steps the
+    cell was resumed from."""
+    steps = evaluations.settings.steps
+    metrics, resumed_from = EpochMetrics(), []
+    evaluations.on_curve = store.save_curve
+    resumed = store.resume(algo)
+    if resumed is not None:
+        metrics, resumed_from = resumed.metrics, resumed.resumed_from
+        evaluations.train_before = resumed.train_time_s
+        evaluations.restore(resumed.curve, algo)
+        if resumed.fit is not None:  # stopped after the fit: evaluate only
+            capture.last.update(resumed.fit)
+    with StopRequest() as stop:
+        if algo.grad_step < steps:
+            callback = _checkpoint_callback(
+                stop, store, metrics, evaluations, resumed_from
+            )
+            algo.fit(data, n_steps=steps - algo.grad_step, callback=callback, **options)
+            # the last epoch's means over all its steps, before the stop too
+            capture.last["metrics"].update(metrics.means())
+            train_time = evaluations.train_time()
+            store.save(algo, metrics, train_time, resumed_from, fit=capture.last)
+        if stop.signum is not None:
+            raise TrainingStopped(stop.signum, algo.grad_step)
+    return resumed_from
 
 
 def _fit_baseline(
@@ -327,13 +442,15 @@ def _fit(
     device: Any,
     capture: _CaptureFactory,
     evaluations: _Evaluations,
-) -> tuple[Any, torch.Tensor | None]:
-    """Train ``method``; returns the model and, for HarmoDT, its initial masks."""
+    store: CellCheckpoints | None,
+) -> tuple[Any, torch.Tensor | None, list[int]]:
+    """Train ``method``; returns the model, for HarmoDT its initial masks, and
+    the steps it was resumed from (baselines always start from scratch)."""
     if method in HARMODT_METHODS:
-        return _fit_harmodt(method, data, seed, device, capture, evaluations)
+        return _fit_harmodt(method, data, seed, device, capture, evaluations, store)
     if method in BASELINE_METHODS:
         settings = evaluations.settings
-        return _fit_baseline(method, data, device, capture, settings), None
+        return _fit_baseline(method, data, device, capture, settings), None, []
     check_methods([method])  # raises with the valid names
     raise AssertionError(method)  # pragma: no cover
 
@@ -452,6 +569,21 @@ def _provenance(started: str) -> dict[str, Any]:
     }
 
 
+def _cell_checkpoints(
+    method: str,
+    checkpoints: str | Path | None,
+    settings: BenchmarkSettings,
+    log: Log | None,
+) -> CellCheckpoints | None:
+    """The cell's checkpoint folder: HarmoDT presets only, when asked for."""
+    if checkpoints is None or not settings.checkpoint_every:
+        return None
+    if method not in HARMODT_METHODS:
+        return None
+    budget = settings.budget(method)
+    return CellCheckpoints(checkpoints, budget, settings.checkpoint_every, log)
+
+
 def run_cell(
     method: str,
     dataset: DatasetSpec,
@@ -459,25 +591,39 @@ def run_cell(
     data: MultiTaskDataset,
     seed: int,
     settings: BenchmarkSettings,
+    *,
+    checkpoints: str | Path | None = None,
+    log: Log | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """Train ``method`` on ``data`` for ``settings.steps`` steps with ``seed``,
     evaluate the final model; returns (the cell record, the fitted algorithm).
-    Writes nothing."""
+
+    Writes nothing, except for a HarmoDT preset given a ``checkpoints``
+    folder (:func:`checkpoint_dir`) and ``settings.checkpoint_every`` > 0: a
+    checkpoint there every that many steps, resumed from when present (one of
+    another budget raises :class:`BenchmarkError`). SIGINT/SIGTERM then
+    finish the step, checkpoint and raise
+    :class:`~harmodt_algo.checkpoints.TrainingStopped`. The caller removes
+    the folder once the record is written. Baselines restart from scratch.
+    """
     import d3rlpy
     import torch
 
     device = _torch_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    started = _now()
+    store = _cell_checkpoints(method, checkpoints, settings, log)
+    started = store.begin(_now()) if store is not None else _now()
     capture = _CaptureFactory()
     evaluations = _Evaluations(minari_dataset, data, settings)
     d3rlpy.seed(seed)
-    t0 = time.perf_counter()
-    algo, initial_masks = _fit(method, data, seed, device, capture, evaluations)
+    evaluations.started = time.perf_counter()
+    algo, initial_masks, resumed_from = _fit(
+        method, data, seed, device, capture, evaluations, store
+    )
     if device is not False and str(device).startswith("cuda"):
         torch.cuda.synchronize()
-    train_time = time.perf_counter() - t0 - evaluations.curve_time
+    train_time = evaluations.train_time()
 
     t1 = time.perf_counter()
     result, targets = evaluations.final(algo)
@@ -489,6 +635,7 @@ def run_cell(
         **_model_facts(algo, initial_masks, data),
         "train_time_s": train_time,
         "eval_time_s": eval_time,
+        "resumed_from": resumed_from,
         **_results(result, evaluations, targets if is_dt else None, capture),
         "dataset": dataset_facts(minari_dataset, data),
         "config": {

@@ -5,6 +5,7 @@ itself stays a library."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from dataset_recipes.commandline import (
 )
 
 from ..baselines import BASELINES
+from ..checkpoints import TrainingStopped
 from ..harmodt import PRESETS
 from ..options import OptionError, parse_list, parse_value
 from .cells import BenchmarkSettings
@@ -121,8 +123,22 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         type=int,
         help="HarmoDT presets: also evaluate every N steps (a learning curve)",
     )
+    run.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="HarmoDT presets: checkpoint every N steps (hidden, next to the "
+        "cell) so that a stopped cell resumes there; 0: off (default: 1000). "
+        "Baselines are short and restart from scratch",
+    )
     run.add_argument("--report", metavar="DIR", help="write the report here afterwards")
-    run.add_argument("--verbose", action="store_true", help="show d3rlpy's logs")
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show d3rlpy's log lines (debug included); default: warnings only",
+    )
     # test-only: short recipe episodes
     run.add_argument("--max-episode-steps", type=int, help=argparse.SUPPRESS)
 
@@ -211,29 +227,39 @@ def _settings(args: argparse.Namespace, methods: Sequence[str]) -> BenchmarkSett
         save_models=args.save_models,
         threads=args.threads,
         curve_every=args.curve_every,
+        checkpoint_every=args.checkpoint_every,
     )
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace, prog: str) -> int:
     methods = check_methods(args.methods)
     try:
         datasets = parse_list("--datasets", args.datasets)
     except OptionError as exc:
         raise BenchmarkError(str(exc)) from None
-    summary = run_matrix(
-        methods,
-        datasets,
-        args.seeds,
-        args.out,
-        _settings(args, methods),
-        build_missing=args.build_missing,
-        episodes_per_task=args.episodes_per_task,
-        recipe_seed=args.recipe_seed,
-        max_episode_steps=args.max_episode_steps,
-        overwrite=args.overwrite,
-        fail_fast=args.fail_fast,
-        quiet=not args.verbose,
-    )
+    try:
+        summary = run_matrix(
+            methods,
+            datasets,
+            args.seeds,
+            args.out,
+            _settings(args, methods),
+            build_missing=args.build_missing,
+            episodes_per_task=args.episodes_per_task,
+            recipe_seed=args.recipe_seed,
+            max_episode_steps=args.max_episode_steps,
+            overwrite=args.overwrite,
+            fail_fast=args.fail_fast,
+            quiet=not args.verbose,
+        )
+    except TrainingStopped as stopped:  # SIGINT/SIGTERM in a HarmoDT cell
+        print(
+            f"{prog}: stopped after step {stopped.step} (checkpoint written); "
+            "finished cells and the partial cell are kept, rerun the same "
+            "command to resume",
+            file=sys.stderr,
+        )
+        return 128 + stopped.signum  # 130 for SIGINT, 143 for SIGTERM
     if args.report:
         for path in report(args.out, args.report):
             print(f"wrote {path}")
@@ -257,11 +283,11 @@ def _cmd_list() -> int:
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Entry point; returns the exit code (0 ok, 1 some cells failed, 2 bad
-    input, 130/143 interrupted/terminated: finished cells are kept, rerun to
-    resume)."""
+    input, 130/143 interrupted/terminated: finished cells and a HarmoDT cell's
+    checkpoints are kept, rerun to resume)."""
     args = build_parser(prog).parse_args(argv)
     commands = {
-        "run": lambda: _cmd_run(args),
+        "run": lambda: _cmd_run(args, prog),
         "report": lambda: _cmd_report(args),
         "list": _cmd_list,
     }
@@ -269,5 +295,6 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         prog,
         commands[args.command],
         (ValueError,),  # BenchmarkError, RecipeError, DatasetError
-        resume_hint="; finished cells are kept, rerun to resume",
+        resume_hint="; finished cells (and a HarmoDT cell's last checkpoint) "
+        "are kept, rerun to resume",
     )

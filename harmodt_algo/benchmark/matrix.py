@@ -2,13 +2,17 @@
 
 Everything is checked before the first cell trains, so a typo costs seconds
 rather than hours; each cell is written atomically only when complete, so a
-matrix can be stopped at any time and rerun to resume.
+matrix can be stopped at any time and rerun to resume. A HarmoDT cell resumes
+from its newest checkpoint (:mod:`.resume`) rather than from step 0; a polite
+stop (SIGINT/SIGTERM) raises :class:`~harmodt_algo.checkpoints.TrainingStopped`
+out of :func:`run_matrix` once that checkpoint is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,12 +21,21 @@ from typing import Any
 import numpy as np
 
 from .._quiet import d3rlpy_warnings_only
+from ..checkpoints import TrainingStopped
 from ..data import MultiTaskDataset, as_multitask_dataset
 from ..files import write_json_atomic
-from .cells import BenchmarkSettings, CellKey, cell_path, read_cell, run_cell
+from .cells import (
+    BenchmarkSettings,
+    CellKey,
+    cell_path,
+    checkpoint_dir,
+    read_cell,
+    run_cell,
+)
 from .datasets import DatasetSpec, Log, as_spec, ensure_dataset
 from .errors import BenchmarkError
-from .methods import check_methods
+from .methods import HARMODT_METHODS, check_methods
+from .resume import CellCheckpoints
 
 __all__ = ["MatrixSummary", "run_matrix"]
 
@@ -96,6 +109,34 @@ def _finished_cells(
     return finished
 
 
+def _check_partial_cells(
+    cells: Sequence[CellKey], root: Path, settings: BenchmarkSettings
+) -> None:
+    """HarmoDT cells stopped part-way must have been checkpointed with this
+    budget (they resume, so a mismatch would mix budgets silently); checked
+    before any cell trains, like finished cells. Checkpoints whose budget
+    cannot be read are not resumed (the cell says so when it restarts)."""
+    mismatched: list[str] = []
+    for cell in cells:
+        if cell.method not in HARMODT_METHODS:
+            continue
+        folder = checkpoint_dir(root, cell.dataset, cell.method, cell.seed)
+        store = CellCheckpoints(folder, settings.budget(cell.method), 0)
+        try:
+            saved = store.saved_budget()
+        except ValueError:
+            continue
+        if saved is not None and saved != store.budget:
+            mismatched.append(store.mismatch(saved))
+    if mismatched:
+        raise BenchmarkError(
+            "stopped cells were checkpointed with a different budget: "
+            + "; ".join(mismatched[:3])
+            + ("" if len(mismatched) <= 3 else f"; and {len(mismatched) - 3} more")
+            + ". Use another --out, or --overwrite to recompute them"
+        )
+
+
 @dataclasses.dataclass
 class _Run:
     """What the cells of one :func:`run_matrix` call share while they run,
@@ -104,6 +145,7 @@ class _Run:
     root: Path
     settings: BenchmarkSettings
     fail_fast: bool
+    overwrite: bool
     say: Log
     total: int
     summary: MatrixSummary = dataclasses.field(default_factory=MatrixSummary)
@@ -114,15 +156,23 @@ class _Run:
         self.number += 1
         return f"[{self.number}/{self.total}]"
 
+    def checkpoints(self, cell: CellKey) -> Path:
+        return checkpoint_dir(self.root, cell.dataset, cell.method, cell.seed)
+
     def skip(self, cell: CellKey, path: Path) -> None:
         self.summary.skipped.append(path)
+        shutil.rmtree(self.checkpoints(cell), ignore_errors=True)  # left over
         self.say(f"{self.tag()} skip {cell}: finished ({path})")
 
     def run(self, cell: CellKey, minari_dataset: Any, data: MultiTaskDataset) -> None:
         """Run one cell and write it; a failure is logged (or re-raised with
-        ``fail_fast``) and writes nothing, so a rerun retries it."""
+        ``fail_fast``) and writes nothing but its checkpoints, so a rerun
+        retries it; a polite stop is logged and re-raised."""
         tag = self.tag()
         path = cell_path(self.root, cell.dataset, cell.method, cell.seed)
+        folder = self.checkpoints(cell)
+        if self.overwrite:
+            shutil.rmtree(folder, ignore_errors=True)
         self.say(f"{tag} run {cell}: {self.settings.steps} steps ...")
         try:
             record, algo = run_cell(
@@ -132,7 +182,15 @@ class _Run:
                 data,
                 cell.seed,
                 self.settings,
+                checkpoints=folder,
+                log=lambda text: self.say(f"{tag} {cell}: {text}"),
             )
+        except TrainingStopped as stopped:
+            self.say(
+                f"{tag} stopped {cell} after step {stopped.step}: checkpoint in "
+                f"{folder}"
+            )
+            raise
         except Exception as exc:
             if self.fail_fast:
                 raise
@@ -141,7 +199,7 @@ class _Run:
             self.say(f"{tag} FAILED {cell}: {reason[:300]}")
             self.say(traceback.format_exc(limit=4))
             return
-        self._save(path, record, algo)
+        self._save(path, record, algo, folder)
         self.say(
             f"{tag} done {cell}: success "
             f"{100 * record['success_mean']:.1f}% (train "
@@ -149,11 +207,14 @@ class _Run:
             f"{record['eval_time_s']:.1f} s) -> {path}"
         )
 
-    def _save(self, path: Path, record: dict[str, Any], algo: Any) -> None:
+    def _save(
+        self, path: Path, record: dict[str, Any], algo: Any, checkpoints: Path
+    ) -> None:
         if self.settings.save_models:
             path.parent.mkdir(parents=True, exist_ok=True)
             algo.save(str(path.with_suffix(".d3")))
         write_json_atomic(path, record, indent=1)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the cell is complete
         self.summary.ran.append(path)
 
 
@@ -180,7 +241,11 @@ def run_matrix(
     with another budget raises, ``overwrite=True`` recomputes every cell).
     Finished cells are skipped and logged. A failing cell is logged and the
     matrix goes on (``fail_fast`` re-raises); it writes nothing, so a rerun
-    retries it.
+    retries it. HarmoDT cells checkpoint every ``settings.checkpoint_every``
+    steps into a hidden folder next to the cell and resume from it (one made
+    with another budget raises before any training, unless ``overwrite``);
+    SIGINT/SIGTERM during such a cell finish the step, checkpoint and raise
+    :class:`~harmodt_algo.checkpoints.TrainingStopped`.
     """
     say: Log = log or (lambda text: print(text, flush=True))
     names = check_methods(methods)
@@ -192,7 +257,10 @@ def run_matrix(
     # seeds outer: a matrix stopped part-way has every method for its first seeds
     cells = [CellKey(s, m, k) for s in specs for k in seed_list for m in names]
     finished = _finished_cells(cells, root, settings, overwrite, say)
-    run = _Run(root, settings, fail_fast, say, total=len(cells))
+    if settings.checkpoint_every and not overwrite:
+        todo = [c for c in cells if c not in finished]
+        _check_partial_cells(todo, root, settings)
+    run = _Run(root, settings, fail_fast, overwrite, say, total=len(cells))
     quiet_ctx = d3rlpy_warnings_only() if quiet else contextlib.nullcontext()
     with quiet_ctx:
         for spec in specs:

@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console()
 
     def command() -> int:
+        if args.verbose:  # d3rlpy as configured: every level, its own stream
+            return _COMMANDS[args.command](args, out)
         with d3rlpy_warnings_only(sys.stderr):  # stdout holds tables or JSON
             return _COMMANDS[args.command](args, out)
 

@@ -105,7 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_info(sub)
     _add_adapt(sub)
+    for name, command in sub.choices.items():
+        if name != "benchmark":  # the harness has its own --verbose
+            add_verbose(command)
     return parser
+
+
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    """``-v``: d3rlpy's own log lines (debug included), which every command
+    otherwise hides except warnings and errors."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show d3rlpy's log lines (debug included); default: warnings only",
+    )
 
 
 def _add_train(sub: _Commands) -> None:

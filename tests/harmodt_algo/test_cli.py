@@ -66,6 +66,7 @@ class TinyRun:
     run_dir: Path
     code: int
     stdout: str
+    stderr: str
 
     @property
     def model(self) -> Path:
@@ -104,8 +105,12 @@ def tiny_run(
     """``harmodt train`` on the tiny recipe dataset, once per session."""
     store, dataset_id = _tiny_recipe_store
     root = tmp_path_factory.mktemp("runs")
-    out = io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
         mp.setenv("MINARI_DATASETS_PATH", str(store))
         code = main(
             ["train", "--dataset", dataset_id, *TINY_ARGS]
@@ -113,7 +118,7 @@ def tiny_run(
         )
     runs = sorted(root.iterdir())
     assert len(runs) == 1, runs
-    return TinyRun(dataset_id, root, runs[0], code, out.getvalue())
+    return TinyRun(dataset_id, root, runs[0], code, out.getvalue(), err.getvalue())
 
 
 # --------------------------------------------------------------------------- #
@@ -175,14 +180,18 @@ def test_train_is_reproducible_and_runs_without_evaluation(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Same flags → same losses (evaluation does not touch the training RNGs);
-    ``--eval-episodes 0`` trains without environments and says so."""
+    ``--eval-episodes 0`` trains without environments and says so; ``-v``
+    shows d3rlpy's debug lines, which are hidden by default."""
     args = list(TINY_ARGS)
     args[args.index("--eval-episodes") + 1] = "0"
-    code, out, _ = run_cli(
-        ["train", "--dataset", tiny_run.dataset_id, *args, "--logdir", str(tmp_path)],
+    code, out, err = run_cli(
+        ["train", "-v", "--dataset", tiny_run.dataset_id, *args]
+        + ["--logdir", str(tmp_path)],
         capsys,
     )
     assert code == 0
+    assert "Fitting observation scaler" in out + err  # d3rlpy's debug line
+    assert "Fitting observation scaler" not in tiny_run.stdout + tiny_run.stderr
     (run_dir,) = tmp_path.iterdir()
     assert run_dir.name.startswith("harmodt-f_custom-")  # default name
     assert read_csv(run_dir / "loss.csv") == read_csv(tiny_run.run_dir / "loss.csv")
