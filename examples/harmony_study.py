@@ -155,30 +155,16 @@ def table(results: Path) -> str:
             if all(masks)
             else "—"
         )
-        deltas = []
-        for ref in REFERENCES:
-            ref_cells = cells.get(ref, {})
-            paired = [s for s in seeds if s in ref_cells]
-            if method == ref or len(paired) < 2:
-                deltas.append("—")
-                continue
-            diff = np.array(
-                [
-                    100 * (by_seed[s]["success_mean"] - ref_cells[s]["success_mean"])
-                    for s in paired
-                ]
-            )
-            d_mean, _, half = _mean_ci(diff)
-            deltas.append(
-                f"{d_mean:+.1f} [{d_mean - half:+.1f}, {d_mean + half:+.1f}] "
-                f"(n={len(paired)})"
-            )
+        deltas = [
+            _paired(cells, method, ref, "success_mean", 100) for ref in REFERENCES
+        ]
         per_seed = ", ".join(f"{v:.1f}" for v in success)
         spread = f"{mean:.1f} ± {sd:.1f}" if len(seeds) > 1 else f"{mean:.1f}"
         lines.append(
             f"| {by_seed[seeds[0]]['label']} | {len(seeds)} | {spread} | "
             f"{per_seed} | {train:.1f} | {turnover} | " + " | ".join(deltas) + " |"
         )
+    returns = _return_rows(cells)
     curve = _curve_rows(cells.get("mtdt", {}), "MTDT")
     every = [c for by_seed in cells.values() for c in by_seed.values()]
     hours = sum(c["train_time_s"] + c["eval_time_s"] for c in every) / 3600
@@ -186,7 +172,47 @@ def table(results: Path) -> str:
         f"{len(every)} cells, {hours:.2f} CPU-hours of cell time (train + "
         "evaluation, one thread each, two at a time)\n"
     )
-    return "\n".join(lines) + "\n\n" + curve + "\n" + cost
+    return "\n".join(lines) + "\n\n" + returns + "\n" + curve + "\n" + cost
+
+
+def _paired(
+    cells: dict[str, dict[int, dict[str, Any]]],
+    method: str,
+    ref: str,
+    key: str,
+    scale: float,
+) -> str:
+    """Mean paired per-seed difference of ``key`` against ``ref``, 95 % CI."""
+    by_seed, ref_cells = cells.get(method, {}), cells.get(ref, {})
+    paired = [s for s in sorted(by_seed) if s in ref_cells]
+    if method == ref or len(paired) < 2:
+        return "—"
+    diff = np.array([scale * (by_seed[s][key] - ref_cells[s][key]) for s in paired])
+    d_mean, _, half = _mean_ci(diff)
+    digits = 1 if scale == 100 else 0
+    return (
+        f"{d_mean:+.{digits}f} [{d_mean - half:+.{digits}f}, "
+        f"{d_mean + half:+.{digits}f}] (n={len(paired)})"
+    )
+
+
+def _return_rows(cells: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """The finer measure: mean episode return, paired against the references."""
+    rows = [
+        "| method | mean return | "
+        + " | ".join(f"Δ return vs {r} (95 % CI)" for r in REFERENCES)
+        + " |",
+        "|---|---:|" + "---:|" * len(REFERENCES),
+    ]
+    for method in METHODS:
+        by_seed = cells.get(method, {})
+        if not by_seed:
+            continue
+        mean = np.mean([c["return_mean"] for c in by_seed.values()])
+        deltas = [_paired(cells, method, r, "return_mean", 1) for r in REFERENCES]
+        label = by_seed[min(by_seed)]["label"]
+        rows.append(f"| {label} | {mean:.0f} | " + " | ".join(deltas) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def _curve_rows(by_seed: dict[int, dict[str, Any]], label: str) -> str:
