@@ -218,6 +218,13 @@ def _add_train_output(train: argparse.ArgumentParser) -> None:
         "--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)"
     )
     train.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: torch's choice); 1 keeps a run from "
+        "collapsing when other work shares a small machine",
+    )
+    train.add_argument(
         "--logger",
         choices=LOGGERS,
         default="file",

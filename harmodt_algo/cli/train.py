@@ -110,6 +110,7 @@ def _train_plan(args: argparse.Namespace) -> _TrainPlan:
     check_positive("--eval-every", args.eval_every)
     check_positive("--eval-episodes", args.eval_episodes, allow_zero=True)
     check_positive("--eval-workers", args.eval_workers, allow_zero=True)
+    check_positive("--threads", args.threads)
     flags = {
         "batch_size": args.batch_size,
         "embed_size": args.embed_size,
@@ -305,6 +306,10 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
 
     from ..harmodt import HarmoDT, HarmoDTConfig
 
+    if args.threads:  # e.g. 1 on a machine shared with other work
+        import torch
+
+        torch.set_num_threads(args.threads)
     config = HarmoDTConfig.from_preset(plan.preset, **plan.overrides)
     rank, device = _join_torchrun(plan.device)  # (-1, device) unless torchrun
     algo = HarmoDT(config, device=device, enable_ddp=rank >= 0)

@@ -451,6 +451,8 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(code, err, "--dataset")
     code, _, err = run_cli(["train", "--dataset", "x/y-v0", "--steps", "0"], capsys)
     assert_one_line_error(code, err, "--steps must be > 0")
+    code, _, err = run_cli(["train", "--dataset", "x/y-v0", "--threads", "0"], capsys)
+    assert_one_line_error(code, err, "--threads must be > 0")
 
 
 def test_benchmark_command_delegates_to_the_harness(
