@@ -16,17 +16,15 @@ __version__ = "0.1.0"
 
 from .builder import (  # noqa: E402
     BuildResult,
-    RecipeId,
     build_metaworld_dataset,
-    dataset_id,
     datasets_root,
     measure_quality,
-    parse_dataset_id,
     stats_of,
 )
 from .card import TaskStats  # noqa: E402
 from .envs import make_env  # noqa: E402
 from .errors import BuildInterrupted, RecipeError  # noqa: E402
+from .ids import RecipeId, dataset_id, parse_dataset_id  # noqa: E402
 from .qualities import QUALITIES, QUALITY_NAMES, Quality, get_quality  # noqa: E402
 from .suites import SUITE_NAMES, all_tasks, list_suites, resolve_tasks  # noqa: E402
 
