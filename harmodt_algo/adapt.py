@@ -29,9 +29,9 @@ from .data import MultiTaskDataset, as_multitask_dataset
 from .networks import PromptBank, TaskMasks
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .harmodt import HarmoDT
+    from .harmodt import HarmoDT, HarmoDTConfig
 
-__all__ = ["ADAPT_METHODS", "add_task", "vote_masks"]
+__all__ = ["ADAPT_METHODS", "add_task", "method_problem", "vote_masks"]
 
 ADAPT_METHODS: tuple[str, ...] = ("vote", "tune", "prompt", "zero-shot")
 
@@ -54,6 +54,26 @@ def vote_masks(masks: torch.Tensor, threshold: float) -> torch.Tensor:
         raise ValueError(f"vote threshold must be in (0, 1], got {threshold!r}")
     share = masks.to(torch.float64).mean(dim=0)  # (*shape)
     return share >= threshold - 1e-12
+
+
+def method_problem(config: HarmoDTConfig, method: str) -> str | None:
+    """Why ``method`` cannot add a task to a model of ``config`` (None: it
+    can): one rule for ``add_task`` and for the benchmark, which checks it
+    before any training rather than after hours of it."""
+    if method in ("vote", "tune") and (
+        not config.uses_masks or config.mask_init == "dense"
+    ):
+        return (
+            f"method {method!r} votes the trained masks, but this model has "
+            "masks disabled (dense); use method='prompt' (Prompt-DT) or "
+            "'zero-shot' (MTDT)"
+        )
+    if method in ("tune", "prompt") and config.prompt_length == 0:
+        return (
+            f"method {method!r} uses a prompt, but this model has prompt_length 0; "
+            "use 'vote' or 'zero-shot'"
+        )
+    return None
 
 
 def _demos(algo: HarmoDT, name: str, demos: Any) -> MultiTaskDataset:
@@ -109,19 +129,11 @@ def add_task(
     if name in algo.task_names:
         raise ValueError(f"the model already has a task {name!r}")
     cfg = algo.config
+    problem = method_problem(cfg, method)
+    if problem is not None:
+        raise ValueError(problem)
     if method in ("vote", "tune"):
-        if not cfg.uses_masks or cfg.mask_init == "dense":
-            raise ValueError(
-                f"method {method!r} votes the trained masks, but this model has "
-                "masks disabled (dense); use method='prompt' (Prompt-DT) or "
-                "'zero-shot' (MTDT)"
-            )
         vote_masks(torch.zeros(1, 1, dtype=torch.bool), threshold)  # checks it
-    if method in ("tune", "prompt") and cfg.prompt_length == 0:
-        raise ValueError(
-            f"method {method!r} uses a prompt, but this model has prompt_length 0; "
-            "use 'vote' or 'zero-shot'"
-        )
     if steps <= 0 and method == "tune":
         raise ValueError(f"tune needs steps > 0, got {steps}")
     data = _demos(algo, name, demos)

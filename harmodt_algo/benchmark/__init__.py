@@ -22,6 +22,13 @@ finish the step and checkpoint) or killed, it resumes from its newest readable
 checkpoint and ends with the record an uninterrupted cell would have had,
 wall-clock fields aside; the folder goes once the cell is written. Baseline
 cells are short and restart from scratch.
+Held-out protocol (:mod:`.unseen`, ``--held-out ML10-TEST:sub-optimal``):
+after its seen-task evaluation, each cell adapts a copy of its model to the
+held-out dataset's tasks from the first ``--demos`` episodes of each
+(``HarmoDT.add_task``: the ``--adapt`` methods for HarmoDT, zero-shot for
+MTDT, the prompt for Prompt-DT; d3rlpy's one-hot baselines are recorded as
+not applicable) and evaluates them with the same settings, as the cell's
+``unseen`` record; the held-out settings are part of the budget.
 A HarmoDT cell also records how far its masks moved (``masks``: per-task drift
 from the initial masks, mean pairwise overlap before and after), because
 whether the harmony score changes anything is the question a result raises.
@@ -38,15 +45,19 @@ checkpoints (steps lost to a kill are not counted).
 
 Modules, each importing only those above it: :mod:`.errors`, :mod:`.methods`
 (names, labels, options), :mod:`.datasets` (names, building), :mod:`.resume`
-(a HarmoDT cell's checkpoints), :mod:`.cells` (one cell), :mod:`.matrix`
-(many, resumable), :mod:`.reporting` (reads cell files
-only), :mod:`.cli`; :mod:`.committed` holds the committed matrix's settings.
+(a HarmoDT cell's checkpoints), :mod:`.unseen` (the held-out protocol),
+:mod:`.cells` (one cell), :mod:`.matrix` (many, resumable), :mod:`.reporting`
+(reads cell files only), :mod:`.cli`; :mod:`.committed` holds the committed
+matrix's settings.
 
 Command line (:func:`main`; ``harmodt benchmark ...`` delegates to it)::
 
     python -m harmodt_algo.benchmark run --methods harmodt-f,mtdt,mtbc \\
         --datasets metaworld-v3/mt5/near-optimal-v0 --seeds 0,1,2 --steps 5000 \\
         --out results/
+    python -m harmodt_algo.benchmark run --methods harmodt-f,prompt-dt,mtdt \\
+        --datasets ML10-TRAIN:sub-optimal --held-out ML10-TEST:sub-optimal \\
+        --adapt vote,tune --demos 5 --steps 5000 --out results-ml10/
     python -m harmodt_algo.benchmark report results/ --out docs/benchmarks
     python -m harmodt_algo.benchmark list
 """
@@ -76,6 +87,7 @@ from .methods import (
     method_options,
 )
 from .reporting import QUALITY_SHORT, load_cells, report
+from .unseen import HeldOut, HeldOutData, load_held_out, parse_adapt
 
 __all__ = [
     "BenchmarkError",
@@ -83,6 +95,8 @@ __all__ = [
     "CellKey",
     "DatasetSpec",
     "HARMODT_METHODS",
+    "HeldOut",
+    "HeldOutData",
     "BASELINE_METHODS",
     "METHODS",
     "METHOD_LABELS",
@@ -94,7 +108,9 @@ __all__ = [
     "count_parameters",
     "ensure_dataset",
     "load_cells",
+    "load_held_out",
     "main",
+    "parse_adapt",
     "parse_dataset",
     "report",
     "run_cell",

@@ -42,6 +42,7 @@ from .methods import (
     validate_overrides,
 )
 from .resume import CellCheckpoints, EpochMetrics
+from .unseen import HeldOut, HeldOutData, check_unseen, evaluate_unseen, load_held_out
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -89,6 +90,10 @@ class BenchmarkSettings:
             steps (0: none), so a stopped cell resumes there rather than from
             step 0; baselines are short and restart from scratch. Not part of
             the budget: it does not change the result.
+        held_out: also adapt each trained model to the tasks of a held-out
+            dataset and evaluate them (:mod:`.unseen`); part of the budget,
+            so a cell made without it (or with other held-out settings) is
+            never reused for it, nor the other way round.
     """
 
     steps: int
@@ -103,6 +108,7 @@ class BenchmarkSettings:
     threads: int | None = None
     curve_every: int | None = None
     checkpoint_every: int = 1000
+    held_out: HeldOut | None = None
 
     def validate(self) -> None:
         for name in ("steps", "eval_episodes"):
@@ -134,17 +140,25 @@ class BenchmarkSettings:
         for method, options in self.overrides.items():
             validate_overrides(method, options)
         _torch_device(self.device)
+        if self.held_out is not None:
+            self.held_out.validate()
 
     def budget(self, method: str) -> dict[str, Any]:
         """What must match for a finished cell to be reused."""
+        overrides = dict(self.overrides.get(method, {}))
         return {
             "steps": self.steps,
             "eval_episodes": self.eval_episodes,
             "eval_seed": self.eval_seed,
             "eval_max_steps": self.eval_max_steps,
             "target_return": self.target_return,
-            "overrides": _jsonable(dict(self.overrides.get(method, {}))),
+            "overrides": _jsonable(overrides),
             **({"curve_every": self.curve_every} if self.curve_every else {}),
+            **(
+                {"held_out": self.held_out.budget(method, overrides)}
+                if self.held_out is not None
+                else {}
+            ),
         }
 
 
@@ -260,16 +274,21 @@ class _Evaluations:
         evaluations, plus what a stopped run had trained before."""
         return self.train_before + time.perf_counter() - self.started - self.curve_time
 
-    def evaluator(self) -> MultiTaskEvaluator:
-        """The cell's evaluator: the same goals at every point of the curve."""
+    def evaluator(
+        self, minari_dataset: Any = None, data: MultiTaskDataset | None = None
+    ) -> MultiTaskEvaluator:
+        """The cell's evaluator: the same goals at every point of the curve,
+        and on the held-out tasks (``minari_dataset``, targets from ``data``)."""
         from ..evaluation import MultiTaskEvaluator
 
         settings = self.settings
         targets = (
-            self.data if settings.target_return is None else settings.target_return
+            (self.data if data is None else data)
+            if settings.target_return is None
+            else settings.target_return
         )
         return MultiTaskEvaluator(
-            self.minari_dataset,
+            self.minari_dataset if minari_dataset is None else minari_dataset,
             n_episodes=settings.eval_episodes,
             seed=settings.eval_seed,
             max_steps=settings.eval_max_steps,
@@ -584,6 +603,23 @@ def _cell_checkpoints(
     return CellCheckpoints(checkpoints, budget, settings.checkpoint_every, log)
 
 
+def _held_out(
+    settings: BenchmarkSettings,
+    loaded: HeldOutData | None,
+    data: MultiTaskDataset,
+    dataset: DatasetSpec,
+    log: Log | None,
+) -> HeldOutData | None:
+    """The cell's held-out data (None without ``settings.held_out``), its
+    tasks checked to be new before any training."""
+    if settings.held_out is None:
+        return None
+    check_unseen(data, dataset.dataset_id, settings.held_out)
+    held = loaded or load_held_out(settings.held_out, log=log)
+    check_unseen(data, dataset.dataset_id, held)
+    return held
+
+
 def run_cell(
     method: str,
     dataset: DatasetSpec,
@@ -594,9 +630,15 @@ def run_cell(
     *,
     checkpoints: str | Path | None = None,
     log: Log | None = None,
+    held_out: HeldOutData | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """Train ``method`` on ``data`` for ``settings.steps`` steps with ``seed``,
     evaluate the final model; returns (the cell record, the fitted algorithm).
+
+    With ``settings.held_out`` the record also has ``unseen``: copies of the
+    model adapted to the held-out tasks and evaluated on them (:mod:`.unseen`;
+    ``held_out`` is that dataset loaded, else it is loaded here, before any
+    training, like the check that its tasks are new).
 
     Writes nothing, except for a HarmoDT preset given a ``checkpoints``
     folder (:func:`checkpoint_dir`) and ``settings.checkpoint_every`` > 0: a
@@ -610,6 +652,7 @@ def run_cell(
     import torch
 
     device = _torch_device(settings.device)
+    held = _held_out(settings, held_out, data, dataset, log)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     store = _cell_checkpoints(method, checkpoints, settings, log)
@@ -644,4 +687,10 @@ def run_cell(
         },
         **_provenance(started),
     }
+    if held is not None:  # after the seen record: nothing above may change
+        overrides = settings.overrides.get(method, {})
+        record["unseen"] = evaluate_unseen(
+            algo, method, overrides, held, evaluations.evaluator
+        )
+        record["finished_at"] = _now()
     return _jsonable(record), algo

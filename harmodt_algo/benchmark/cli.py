@@ -23,6 +23,7 @@ from ..checkpoints import TrainingStopped
 from ..harmodt import PRESETS
 from ..options import OptionError, parse_list, parse_value
 from .cells import BenchmarkSettings
+from .datasets import parse_dataset
 from .errors import BenchmarkError
 from .matrix import run_matrix
 from .methods import (
@@ -34,6 +35,7 @@ from .methods import (
     option_default,
 )
 from .reporting import report
+from .unseen import HeldOut, parse_adapt
 
 __all__ = [
     "EXIT_FAILED_CELLS",
@@ -88,6 +90,66 @@ def _add_matrix_arguments(run: argparse.ArgumentParser) -> None:
         type=float,
         help="DT target return for every task (default: the task's best in the data)",
     )
+
+
+def _add_held_out_arguments(run: argparse.ArgumentParser) -> None:
+    """The held-out protocol (:mod:`.unseen`): unseen tasks after training."""
+    run.add_argument(
+        "--held-out",
+        metavar="DATASET",
+        help="also adapt each trained model to this dataset's tasks (unseen: "
+        "disjoint from the training tasks; the forms of --datasets, e.g. "
+        "ML10-TEST:sub-optimal, built like them) from its first --demos "
+        "episodes per task, and evaluate them with the same settings",
+    )
+    run.add_argument(
+        "--adapt",
+        metavar="METHODS",
+        help="with --held-out: how the HarmoDT presets add a task "
+        "(vote, tune, prompt, zero-shot; default: vote,tune); MTDT is always "
+        "zero-shot, Prompt-DT prompt, d3rlpy's one-hot baselines not applicable",
+    )
+    run.add_argument(
+        "--demos",
+        type=int,
+        metavar="K",
+        help="with --held-out: demonstrations per task, its first K episodes (5)",
+    )
+    run.add_argument(
+        "--vote-threshold",
+        type=float,
+        metavar="F",
+        help="with --held-out: vote/tune mask threshold in (0, 1] (0.5)",
+    )
+    run.add_argument(
+        "--tune-steps",
+        type=int,
+        metavar="N",
+        help="with --held-out: tune's Adam steps on each new prompt (300)",
+    )
+
+
+def _held_out(args: argparse.Namespace) -> HeldOut | None:
+    """``--held-out`` and its options (which need it) as settings."""
+    given = {
+        "--adapt": args.adapt,
+        "--demos": args.demos,
+        "--vote-threshold": args.vote_threshold,
+        "--tune-steps": args.tune_steps,
+    }
+    if args.held_out is None:
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            raise BenchmarkError(f"{', '.join(stray)} need(s) --held-out DATASET")
+        return None
+    options: dict[str, Any] = {
+        "adapt": None if args.adapt is None else parse_adapt(args.adapt),
+        "demos": args.demos,
+        "threshold": args.vote_threshold,
+        "tune_steps": args.tune_steps,
+    }
+    given_options = {k: v for k, v in options.items() if v is not None}
+    return HeldOut(parse_dataset(args.held_out), **given_options)
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
@@ -156,6 +218,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "run", help="run (or resume) a methods x datasets x seeds matrix"
     )
     _add_matrix_arguments(run)
+    _add_held_out_arguments(run)
     _add_run_options(run)
 
     rep = sub.add_parser(
@@ -228,6 +291,7 @@ def _settings(args: argparse.Namespace, methods: Sequence[str]) -> BenchmarkSett
         threads=args.threads,
         curve_every=args.curve_every,
         checkpoint_every=args.checkpoint_every,
+        held_out=_held_out(args),
     )
 
 

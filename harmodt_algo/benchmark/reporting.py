@@ -1,6 +1,8 @@
 """A results folder as a report: a markdown table in the shape of the paper's
 Table 1 (mean ± std over seeds of the mean success %, one column per suite x
 quality, plus wall time), CSVs of every cell and every task, and PNG figures.
+Cells run with a held-out dataset add the paper's seen/unseen table (method x
+adaptation) and its per-task success, in the markdown and ``unseen.csv``.
 
 It reads only the cell files, so a report can be made anywhere the results
 were copied to, without the data or a model.
@@ -22,6 +24,7 @@ from ..types import F64
 from .cells import read_cell
 from .errors import BenchmarkError
 from .methods import METHOD_LABELS, METHODS, PAPER_TABLE1
+from .unseen import NO_ADD_TASK
 
 __all__ = ["QUALITY_SHORT", "load_cells", "report"]
 
@@ -299,6 +302,146 @@ def _paper_table(columns: Sequence[_Column], methods: Sequence[str]) -> list[str
     return lines
 
 
+# --------------------------------------------------------------------------- #
+# Unseen tasks (cells run with --held-out)
+# --------------------------------------------------------------------------- #
+
+#: An unseen row: (method, adaptation, the cells with a result or a reason).
+_UnseenRow = tuple[str, str, list[Cell]]
+
+
+def _unseen_pairs(cells: Sequence[Cell]) -> list[tuple[str, str]]:
+    """(training, held-out) dataset ids of the cells that have unseen records."""
+    pairs = {(str(c["dataset_id"]), str(c["unseen"]["dataset_id"])) for c in cells}
+    return sorted(pairs)
+
+
+def _unseen_rows(cells: Sequence[Cell], methods: Sequence[str]) -> list[_UnseenRow]:
+    """One row per method and adaptation (a d3rlpy baseline's row has no
+    adaptation), in table order."""
+    rows: list[_UnseenRow] = []
+    for method in methods:
+        group = sorted(
+            (c for c in cells if c["method"] == method), key=lambda c: int(c["seed"])
+        )
+        names: dict[str, None] = {}
+        for cell in group:
+            names.update(dict.fromkeys(cell["unseen"]["adapt"]))
+            names.update(dict.fromkeys(cell["unseen"]["not_applicable"]))
+        rows += [(method, name, group) for name in names]
+    return rows
+
+
+def _adapted(group: Sequence[Cell], name: str) -> list[Mapping[str, Any]]:
+    """The unseen results of adaptation ``name``, one per seed that ran it."""
+    return [c["unseen"]["adapt"][name] for c in group if name in c["unseen"]["adapt"]]
+
+
+def _why_not(group: Sequence[Cell], name: str) -> str | None:
+    """Why adaptation ``name`` could not run (None: it ran)."""
+    reasons = [c["unseen"]["not_applicable"].get(name) for c in group]
+    return next((str(r) for r in reasons if r), None)
+
+
+def _unseen_entry(group: Sequence[Cell], name: str) -> tuple[str, str]:
+    """Mean ± std over seeds of the unseen success %, and the adaptation time;
+    ``n/a`` where the adaptation cannot run."""
+    results = _adapted(group, name)
+    if not results:
+        return "n/a", "—"
+    mean, std = _stats([100 * float(r["success_mean"]) for r in results])
+    text = f"{mean:.1f}" if len(results) == 1 else f"{mean:.1f} ± {std:.1f}"
+    if len(results) < len(group):
+        text += f" (n={len(results)})"
+    return text, _fmt_time(float(np.mean([r["adapt_time_s"] for r in results])))
+
+
+def _unseen_intro(first: Cell, train_id: str, held_id: str) -> list[str]:
+    """What the unseen numbers are, and the data's own success for reference."""
+    unseen = first["unseen"]
+    data = unseen.get("data_success") or {}
+    ref = (
+        f" The held-out data's own success on these tasks: "
+        f"{100 * float(np.mean(list(data.values()))):.1f}%."
+        if data
+        else ""
+    )
+    given = first["budget"].get("target_return")
+    target = "the best demonstration's" if given is None else f"{given:g}"
+    return [
+        "",
+        f"## Unseen tasks: `{train_id}` → `{held_id}`",
+        "",
+        f"Each trained model (the seen column: its success on the training tasks, "
+        f"as above) gets the {len(unseen['tasks'])} held-out tasks from the first "
+        f"{unseen['demos_per_task']} episode(s) of each (`add_task`, on a copy), "
+        f"then the same evaluator scores them (target return: {target}). Mean "
+        "success % over the held-out tasks, mean ± std "
+        f"over seeds; time: adaptation, mean per cell.{ref}",
+        "",
+    ]
+
+
+def _unseen_table(cells: Sequence[Cell], methods: Sequence[str]) -> list[str]:
+    """The paper's seen/unseen columns for one (training, held-out) pair."""
+    lines = [
+        "| method | adaptation | seen | unseen | adaptation time |",
+        "|---|---|---:|---:|---:|",
+    ]
+    reasons: list[str] = []
+    for method, name, group in _unseen_rows(cells, methods):
+        unseen, time_s = _unseen_entry(group, name)
+        seen = _success_entry(group, len(group))
+        shown = "—" if name == NO_ADD_TASK else name
+        lines.append(f"| {_label(method)} | {shown} | {seen} | {unseen} | {time_s} |")
+        why = _why_not(group, name)
+        if why:  # a baseline's reason names it
+            reasons.append(
+                f"- {why}"
+                if name == NO_ADD_TASK
+                else f"- {_label(method)} {name}: {why}"
+            )
+    if reasons:
+        lines += ["", "n/a (not applicable):", "", *reasons]
+    return lines
+
+
+def _unseen_task_table(cells: Sequence[Cell], methods: Sequence[str]) -> list[str]:
+    """Per held-out task success (%), mean over seeds."""
+    tasks = list(cells[0]["unseen"]["tasks"])
+    lines = ["", "### Per-task unseen success (%)", ""]
+    lines += [
+        "| method | adaptation | " + " | ".join(tasks) + " |",
+        "|---|---|" + "---:|" * len(tasks),
+    ]
+    for method, name, group in _unseen_rows(cells, methods):
+        results = _adapted(group, name)
+        if not results:
+            continue
+        values = [
+            f"{100 * float(np.mean([r['success'][t] for r in results])):.0f}"
+            for t in tasks
+        ]
+        lines.append(f"| {_label(method)} | {name} | " + " | ".join(values) + " |")
+    return lines
+
+
+def _unseen_sections(cells: Sequence[Cell], methods: Sequence[str]) -> list[str]:
+    """Every (training, held-out) pair's unseen tables; none without such cells."""
+    held = [c for c in cells if c.get("unseen")]
+    lines: list[str] = []
+    for train_id, held_id in _unseen_pairs(held):
+        pair = [
+            c
+            for c in held
+            if c["dataset_id"] == train_id and c["unseen"]["dataset_id"] == held_id
+        ]
+        lines += _unseen_intro(pair[0], train_id, held_id)
+        lines += _unseen_table(pair, methods)
+        lines += _unseen_task_table(pair, methods)
+    return lines
+
+
 def _markdown(
     cells: Sequence[Cell], columns: Sequence[_Column], methods: Sequence[str]
 ) -> str:
@@ -309,6 +452,7 @@ def _markdown(
     lines += _parameter_table(cells, methods)
     for column in columns:
         lines += _task_table(cells, groups, column, methods)
+    lines += _unseen_sections(cells, methods)
     lines += _paper_table(columns, methods)
     return "\n".join(lines) + "\n"
 
@@ -397,6 +541,27 @@ def _write_csvs(
                     ]
                 )
     return [cells_csv, tasks_csv]
+
+
+def _write_unseen_csv(cells: Sequence[Cell], out: Path) -> Path:
+    """``unseen.csv``: one row per cell, adaptation and held-out task."""
+    path = out / "unseen.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        rows = csv.writer(fh)
+        rows.writerow(
+            ["dataset_id", "held_out_id", "method", "adaptation", "seed", "task"]
+            + ["success_rate", "mean_return", "adapt_time_s"]
+        )
+        for cell in cells:
+            unseen = cell.get("unseen") or {}
+            for name, result in (unseen.get("adapt") or {}).items():
+                for task, success in result["success"].items():
+                    rows.writerow(
+                        [cell["dataset_id"], unseen["dataset_id"], cell["method"]]
+                        + [name, cell["seed"], task, success]
+                        + [result["return"].get(task), result["adapt_time_s"]]
+                    )
+    return path
 
 
 # --------------------------------------------------------------------------- #
@@ -518,7 +683,8 @@ def _plot_heatmap(
 
 
 def report(results: str | Path, out: str | Path, *, plots: bool = True) -> list[Path]:
-    """Write ``benchmark.md``, ``cells.csv``, ``tasks.csv`` and (with ``plots``)
+    """Write ``benchmark.md``, ``cells.csv``, ``tasks.csv`` (``unseen.csv``
+    when cells were run with a held-out dataset) and (with ``plots``)
     ``success.png`` plus one ``task_success_<dataset-slug>.png`` per dataset
     into ``out``; returns the paths written."""
     cells = load_cells(results)
@@ -536,6 +702,8 @@ def report(results: str | Path, out: str | Path, *, plots: bool = True) -> list[
     table.write_text(_markdown(cells, columns, methods), encoding="utf-8")
     written.append(table)
     written += _write_csvs(cells, columns, target)
+    if any(c.get("unseen") for c in cells):
+        written.append(_write_unseen_csv(cells, target))
     if plots:
         written.append(_plot_bars(cells, columns, methods, target / "success.png"))
         for column in columns:
