@@ -1,11 +1,22 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures.
+
+``make test`` runs the suite in two xdist workers (one per core of the
+project's 2-core machines). Two torch threads per process on a shared 2-core
+machine run up to 10x slower, so each worker, and every subprocess a test
+starts, uses one thread.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # before anything imports torch
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
 
 
 @pytest.fixture
