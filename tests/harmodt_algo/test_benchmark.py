@@ -403,6 +403,17 @@ def test_the_harmony_study_commands_are_valid(
         for s in ((0,) if m in study["SEED0_ONLY"] else study["SEEDS"])
     }
     assert seen == expected
+    # the budget probe: the same sizes at twice the steps, with curves
+    probe: set[tuple[str, int]] = set()
+    for stream in study["longer_commands"]():
+        for line in stream.split(" && "):
+            args = benchmark.build_parser().parse_args(shlex.split(line)[3:])
+            assert args.steps == study["LONGER_STEPS"] == 2 * study["STEPS"]
+            assert args.curve_every is not None and args.out == study["LONGER_RESULTS"]
+            probe |= {(args.methods, seed) for seed in args.seeds}
+    assert probe == {
+        (m, s) for m in study["LONGER_METHODS"] for s in study["LONGER_SEEDS"]
+    }
 
 
 # -------------------------------------------------- resuming a stopped cell
