@@ -6,11 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test demo lint typecheck clean
 
+# setuptools prints an "Editable installation" notice while building; users
+# don't need it (`make install INSTALL_WARNINGS=default` shows it again).
+INSTALL_WARNINGS ?= ignore
+
 # Re-install only when the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	PYTHONWARNINGS=$(INSTALL_WARNINGS) $(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
