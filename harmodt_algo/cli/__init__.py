@@ -40,12 +40,10 @@ from .common import (
     PROG,
     RUN_FILE,
     CliError,
-    first_sentence,
     infer_preset,
     load_minari,
     load_model,
     parse_overrides,
-    torch_device,
 )
 from .evaluate import cmd_evaluate, run_evaluation
 from .info import cmd_info, describe_model
@@ -65,10 +63,6 @@ __all__ = [
     "parse_overrides",
     "run_evaluation",
 ]
-
-# the names these helpers had before the CLI was split into modules
-_device = torch_device
-_first_sentence = first_sentence
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "train": cmd_train,

@@ -590,9 +590,9 @@ def test_adapt_adds_unseen_tasks_and_evaluate_reports_them(
 
 
 def test_long_load_errors_end_at_a_sentence() -> None:
-    from harmodt_algo.cli import _first_sentence
+    from harmodt_algo.cli.common import first_sentence
 
     long = "UnpicklingError: Weights only load failed. This file can " + "x " * 200
-    assert _first_sentence(long) == "UnpicklingError: Weights only load failed."
-    cut = _first_sentence("word " * 100)
+    assert first_sentence(long) == "UnpicklingError: Weights only load failed."
+    cut = first_sentence("word " * 100)
     assert cut.endswith(" …") and len(cut) <= 202 and "wor …" not in cut

@@ -7,13 +7,14 @@ import pytest
 
 from harmodt_algo import benchmark, cli
 from harmodt_algo.benchmark import cells as benchmark_cells
+from harmodt_algo.cli import common as cli_common
 from harmodt_algo.options import OptionError, parse_device, parse_list, parse_value
 
 
 @pytest.mark.parametrize("text", ["cpu", "CPU", " cpu ", "cpu:0", None])
 def test_cpu_spellings_agree(text: str | None) -> None:
     assert parse_device(text) is False
-    assert cli._device(text) is False
+    assert cli_common.torch_device(text) is False
     assert benchmark_cells._torch_device(text or "cpu") is False
 
 
@@ -26,7 +27,7 @@ def test_bad_or_missing_devices_fail_alike(text: str) -> None:
     with pytest.raises(OptionError) as direct:
         parse_device(text)
     with pytest.raises(cli.CliError) as from_cli:
-        cli._device(text)
+        cli_common.torch_device(text)
     with pytest.raises(benchmark.BenchmarkError) as from_harness:
         benchmark_cells._torch_device(text)
     assert str(direct.value) in str(from_cli.value)
