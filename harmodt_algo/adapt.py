@@ -15,6 +15,13 @@ Methods (``ADAPT_METHODS``):
 - ``prompt``: the Prompt-DT baseline: all-ones mask (a dense model's only
   mask), the demonstrations' prompt.
 - ``zero-shot``: the MTDT baseline: all-ones mask, no prompt information.
+- ``finetune``: the upper reference, not an adaptation that keeps the model:
+  the mask of ``vote`` (all ones on a dense model) and the demos' prompt (if
+  the model has prompts), then ``steps`` Adam steps on the demonstrations that
+  move **every** shared weight (through the new task's mask) and the new
+  prompt, dropout as in training. The trained tasks act through the same
+  shared weights, so they may forget: score a fine-tuned copy on the new task
+  only. Costs ``steps`` training steps at batch ``batch_size``.
 """
 
 from __future__ import annotations
@@ -31,9 +38,17 @@ from .networks import PromptBank, TaskMasks
 if TYPE_CHECKING:  # pragma: no cover
     from .harmodt import HarmoDT, HarmoDTConfig
 
-__all__ = ["ADAPT_METHODS", "add_task", "method_problem", "vote_masks"]
+__all__ = [
+    "ADAPT_METHODS",
+    "SHARED_WEIGHT_METHODS",
+    "add_task",
+    "method_problem",
+    "vote_masks",
+]
 
-ADAPT_METHODS: tuple[str, ...] = ("vote", "tune", "prompt", "zero-shot")
+ADAPT_METHODS: tuple[str, ...] = ("vote", "tune", "prompt", "zero-shot", "finetune")
+#: Methods that change the shared weights (the model's other tasks may change).
+SHARED_WEIGHT_METHODS: tuple[str, ...] = ("finetune",)
 
 
 @dataclasses.dataclass
@@ -132,10 +147,13 @@ def add_task(
     problem = method_problem(cfg, method)
     if problem is not None:
         raise ValueError(problem)
-    if method in ("vote", "tune"):
+    voted = method in ("vote", "tune") or (
+        method == "finetune" and cfg.uses_masks and cfg.mask_init != "dense"
+    )
+    if voted:
         vote_masks(torch.zeros(1, 1, dtype=torch.bool), threshold)  # checks it
-    if steps <= 0 and method == "tune":
-        raise ValueError(f"tune needs steps > 0, got {steps}")
+    if steps <= 0 and method in ("tune", "finetune"):
+        raise ValueError(f"{method} needs steps > 0, got {steps}")
     data = _demos(algo, name, demos)
 
     old = impl.modules
@@ -144,7 +162,7 @@ def add_task(
     for param in masks.names:
         row = (
             vote_masks(old.masks.get(param), threshold)
-            if method in ("vote", "tune")
+            if voted
             else torch.ones_like(old.masks.get(param)[0])
         )
         masks.get(param)[t] = row
@@ -154,8 +172,9 @@ def add_task(
         for key, value in new.items():
             getattr(prompts, key)[t] = value[0].to(getattr(prompts, key).dtype)
     algo.replace_task_state([*algo.task_names, name], masks, prompts)
-    if method == "tune":
-        _tune_prompt(algo, data, t, steps, batch_size, learning_rate, seed)
+    if method in ("tune", "finetune"):
+        shared = method == "finetune"
+        _tune(algo, data, t, steps, batch_size, learning_rate, seed, shared)
     return algo
 
 
@@ -187,7 +206,7 @@ def _grown(
     return grown, grown_prompts
 
 
-def _tune_prompt(
+def _tune(
     algo: HarmoDT,
     data: MultiTaskDataset,
     task: int,
@@ -195,20 +214,27 @@ def _tune_prompt(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    shared: bool,
 ) -> None:
-    """Adam on the new task's prompt only; the network is only read."""
+    """Adam on the new task's prompt (if the model has prompts) and, when
+    ``shared``, on every shared weight; otherwise the network is only read."""
     impl = algo.impl
     assert impl is not None
     bank = impl.modules.prompts
+    has_prompt = algo.config.prompt_length > 0
     learned = {
         key: getattr(bank, key)[task].clone().requires_grad_(True)
-        for key in ("observations", "actions", "returns_to_go")
+        for key in (("observations", "actions", "returns_to_go") if has_prompt else ())
     }
-    optim = torch.optim.Adam(list(learned.values()), lr=learning_rate)
     net = impl.modules.transformer
+    params = [*learned.values(), *(net.parameters() if shared else ())]
+    optim = torch.optim.Adam(params, lr=learning_rate)
     was_training = net.training
-    net.eval()  # dropout off: the demonstrations are few
-    impl.modules.freeze()  # the shared weights get no gradient at all
+    # tune: dropout off (few demos, the network is only read); finetune:
+    # dropout as in training, the shared weights learn
+    net.train(shared)
+    if not shared:
+        impl.modules.freeze()  # the shared weights get no gradient at all
     rng = np.random.default_rng(seed)
     ids = torch.full((batch_size,), task, dtype=torch.long, device=impl.device)
     for _ in range(steps):
@@ -217,15 +243,19 @@ def _tune_prompt(
                 np.zeros(batch_size, np.int64), algo.config.context_size, rng
             )
         )
-        view = _Prompts(
-            **{
-                key: torch.cat(
-                    [getattr(bank, key)[:task], value.unsqueeze(0)]
-                )  # (T+1, P, ...) with the new task's row learnable
-                for key, value in learned.items()
-            },
-            timesteps=bank.timesteps,
-            masks=bank.masks,
+        view = (
+            _Prompts(
+                **{
+                    key: torch.cat(
+                        [getattr(bank, key)[:task], value.unsqueeze(0)]
+                    )  # (T+1, P, ...) with the new task's row learnable
+                    for key, value in learned.items()
+                },
+                timesteps=bank.timesteps,
+                masks=bank.masks,
+            )
+            if has_prompt
+            else None
         )
         optim.zero_grad()
         loss = impl._per_sequence_loss(
@@ -237,7 +267,8 @@ def _tune_prompt(
         loss.backward()
         optim.step()
     net.train(was_training)
-    impl.modules.unfreeze()
+    if not shared:
+        impl.modules.unfreeze()
     with torch.no_grad():
         for key, value in learned.items():
             getattr(bank, key)[task] = value.detach()

@@ -106,8 +106,9 @@ def _add_held_out_arguments(run: argparse.ArgumentParser) -> None:
         "--adapt",
         metavar="METHODS",
         help="with --held-out: how the HarmoDT presets add a task "
-        "(vote, tune, prompt, zero-shot; default: vote,tune); MTDT is always "
-        "zero-shot, Prompt-DT prompt, d3rlpy's one-hot baselines not applicable",
+        "(vote, tune, prompt, zero-shot, finetune; default: vote,tune); MTDT is "
+        "always zero-shot, Prompt-DT prompt, d3rlpy's one-hot baselines not "
+        "applicable",
     )
     run.add_argument(
         "--demos",
@@ -125,7 +126,8 @@ def _add_held_out_arguments(run: argparse.ArgumentParser) -> None:
         "--tune-steps",
         type=int,
         metavar="N",
-        help="with --held-out: tune's Adam steps on each new prompt (300)",
+        help="with --held-out: Adam steps of tune (the new prompt) and finetune "
+        "(every weight, per task) (300)",
     )
 
 

@@ -13,6 +13,9 @@ the protocol, so that every method is adapted and scored the same way:
   task to a **copy** of the trained model (:meth:`HarmoDT.add_task`), so the
   trained model, its seen results and a saved ``seed<k>.d3`` stay as they
   were;
+* ``finetune`` (the upper reference) changes the shared weights, so each
+  test task gets its own copy, fine-tuned on its demonstrations alone and
+  scored on that task alone;
 * the copy is scored on the test tasks by the cell's evaluator settings
   (episodes, seed and so goals, step limit); the target return of a test task
   is its best return among the demonstrations (all the model may know), or
@@ -33,9 +36,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
-from ..adapt import ADAPT_METHODS, method_problem, vote_masks
+from ..adapt import ADAPT_METHODS, SHARED_WEIGHT_METHODS, method_problem, vote_masks
 from ..data import MultiTaskDataset, as_multitask_dataset
 from ..harmodt import HarmoDT, HarmoDTConfig
 from ..options import OptionError, parse_list
@@ -89,7 +93,8 @@ class HeldOut:
         adapt: the adaptation methods of the HarmoDT presets (``ADAPT_METHODS``).
         demos: demonstrations per test task (its first episodes).
         threshold: ``vote``/``tune``: the share of trained tasks an entry needs.
-        tune_steps: ``tune``: Adam steps on each new task's prompt.
+        tune_steps: ``tune``/``finetune``: Adam steps on each new task's
+            demonstrations.
     """
 
     dataset: DatasetSpec | str
@@ -144,9 +149,9 @@ class HeldOut:
         }
         if runs:
             out["demos"] = self.demos
-        if {"vote", "tune"} & set(runs):
+        if {"vote", "tune", "finetune"} & set(runs):
             out["threshold"] = self.threshold
-        if "tune" in runs:
+        if {"tune", "finetune"} & set(runs):
             out["tune_steps"] = self.tune_steps
         return out
 
@@ -235,27 +240,36 @@ def _adapt_and_evaluate(
     held: HeldOutData,
     evaluator: MultiTaskEvaluator,
 ) -> dict[str, Any]:
-    """Every test task added to a copy of ``algo`` by ``adaptation``, then
-    scored; the copy is dropped, ``algo`` is not touched."""
+    """Every test task added to a copy of ``algo`` by ``adaptation`` (one
+    copy per task for a method that moves the shared weights), then scored;
+    ``algo`` is not touched."""
     settings = held.held_out
-    model = copy.deepcopy(algo)
-    # one task at a time is order-free: a voted row never moves the vote
-    t0 = time.perf_counter()
-    for i, task in enumerate(held.tasks):
-        model.add_task(
-            task,
-            {task: held.demos.episodes[i]},
-            method=adaptation,
-            threshold=settings.threshold,
-            steps=settings.tune_steps,
-        )
-    adapt_time = time.perf_counter() - t0
-    result = evaluator.evaluate(evaluator.policy_for(model))
+    per_task = adaptation in SHARED_WEIGHT_METHODS
+    groups = [[task] for task in held.tasks] if per_task else [held.tasks]
+    success: dict[str, float] = {}
+    returns: dict[str, float] = {}
+    adapt_time = 0.0
+    for tasks in groups:
+        model = copy.deepcopy(algo)
+        # one task at a time is order-free: a voted row never moves the vote
+        t0 = time.perf_counter()
+        for task in tasks:
+            model.add_task(
+                task,
+                {task: held.demos.episodes[held.tasks.index(task)]},
+                method=adaptation,
+                threshold=settings.threshold,
+                steps=settings.tune_steps,
+            )
+        adapt_time += time.perf_counter() - t0
+        result = evaluator.evaluate(evaluator.policy_for(model), tasks)
+        success.update({r.task: r.success_rate for r in result.tasks})
+        returns.update({r.task: r.mean_return for r in result.tasks})
     return {
-        "success_mean": result.success_mean,
-        "return_mean": result.return_mean,
-        "success": {r.task: r.success_rate for r in result.tasks},
-        "return": {r.task: r.mean_return for r in result.tasks},
+        "success_mean": float(np.mean(list(success.values()))),
+        "return_mean": float(np.mean(list(returns.values()))),
+        "success": success,
+        "return": returns,
         "target_returns": evaluator.target_returns(),
         "adapt_time_s": adapt_time,
     }

@@ -313,13 +313,18 @@ def _add_adapt(sub: _Commands) -> None:
     adapt.add_argument(
         "--method",
         default="vote",
-        help="vote (default), tune, prompt (Prompt-DT), zero-shot (MTDT)",
+        help="vote (default), tune, prompt (Prompt-DT), zero-shot (MTDT), "
+        "finetune (every shared weight: the trained tasks may change; the tasks "
+        "of --dataset are fine-tuned one after another)",
     )
     adapt.add_argument(
         "--threshold", type=float, default=0.5, help="vote: share of tasks (0, 1]"
     )
     adapt.add_argument(
-        "--tune-steps", type=int, default=300, help="tune: prompt steps (300)"
+        "--tune-steps",
+        type=int,
+        default=300,
+        help="tune/finetune: Adam steps per task (300)",
     )
     adapt.add_argument(
         "--out", help="the new model file (default: <model>-<method>.d3 beside it)"

@@ -219,20 +219,28 @@ class MultiTaskEvaluator:
                 self._stepper = _EnvShard(self._metadata)
         return self._stepper
 
-    def plan(self) -> list[tuple[str, int, int]]:
+    def plan(self, tasks: Sequence[str] | None = None) -> list[tuple[str, int, int]]:
         """Every episode as ``(task, episode index, goal)``, in run order
         (episode-major, so each wave mixes all tasks)."""
-        return [
-            (task, i, goal) for i, goal in enumerate(self.goals) for task in self.tasks
-        ]
+        tasks = self.tasks if tasks is None else tasks
+        return [(task, i, goal) for i, goal in enumerate(self.goals) for task in tasks]
 
-    def evaluate(self, agent: Any) -> EvaluationResult:
-        """Run every episode of every task; see :class:`EvaluationResult`."""
+    def evaluate(
+        self, agent: Any, tasks: Sequence[str] | None = None
+    ) -> EvaluationResult:
+        """Run every episode of every task (or of ``tasks``, a subset of
+        :attr:`tasks`, with the same goals); see :class:`EvaluationResult`."""
+        tasks = self.tasks if tasks is None else list(tasks)
+        unknown = [t for t in tasks if t not in self.tasks]
+        if unknown or not tasks:
+            raise ValueError(
+                f"tasks must be a non-empty subset of {self.tasks}, got {tasks}"
+            )
         policy = self.policy_for(agent)
         stepper = self._get_stepper()
-        plan = self.plan()
+        plan = self.plan(tasks)
         start = time.perf_counter()
-        results: dict[str, list[EpisodeResult]] = {t: [] for t in self.tasks}
+        results: dict[str, list[EpisodeResult]] = {t: [] for t in tasks}
         total_steps = 0
         for first in range(0, len(plan), self.max_parallel):
             wave = plan[first : first + self.max_parallel]
@@ -241,7 +249,7 @@ class MultiTaskEvaluator:
                 total_steps += res.length
         task_results = tuple(
             TaskResult(t, tuple(sorted(results[t], key=lambda e: e.index)))
-            for t in self.tasks
+            for t in tasks
         )
         self.last_result = EvaluationResult(
             tasks=task_results,

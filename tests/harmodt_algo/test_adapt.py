@@ -1,7 +1,8 @@
-"""Unseen tasks: ``HarmoDT.add_task`` (vote, tune, prompt, zero-shot) on tiny
-real data: the vote against a hand computation, ``tune`` touching nothing but
-the new prompt, save/reload, d3rlpy's stateful wrapper and our evaluator, and
-every bad input leaving the model unchanged."""
+"""Unseen tasks: ``HarmoDT.add_task`` (vote, tune, prompt, zero-shot,
+finetune) on tiny real data: the vote against a hand computation, ``tune``
+touching nothing but the new prompt, ``finetune`` moving shared weights only
+through the new task's mask, save/reload, d3rlpy's stateful wrapper and our
+evaluator, and every bad input leaving the model unchanged."""
 
 from __future__ import annotations
 
@@ -111,6 +112,43 @@ def test_baselines_through_the_same_api() -> None:
     mtdt = fit(HarmoDT.from_preset("mtdt", **_size()), synthetic(), 2)
     mtdt.add_task("new-task", _demos(), method="zero-shot")
     assert mtdt.predict(window(mtdt), task="new-task").shape == (4,)
+
+
+def test_finetune_moves_shared_weights_only_through_the_new_mask() -> None:
+    voted = _trained().add_task("new-task", _demos(), method="vote")
+    algo = _trained()
+    before = _snapshot(algo)
+    algo.add_task("new-task", _demos(), method="finetune", steps=5)
+    after = _snapshot(algo)
+    assert algo.impl is not None and voted.impl is not None
+    assert torch.equal(algo.impl.flat_masks()[3], voted.impl.flat_masks()[3])
+    assert torch.equal(after["masks"][:3], before["masks"])  # trained masks
+    for key in ("p.observations", "p.actions", "p.returns_to_go"):
+        assert torch.equal(after[key][:3], before[key]), key  # trained prompts
+    masks = algo.impl.modules.masks
+    moved = 0
+    for name in algo.impl.masked_names:
+        old, new = before[f"w.{name}"], after[f"w.{name}"]
+        inactive = ~masks.get(name)[3]
+        assert torch.equal(new[inactive], old[inactive]), name  # no gradient there
+        moved += int((new != old).sum())
+    assert moved > 0  # the shared weights did learn
+    for p in algo.impl.modules.transformer.parameters():
+        assert p.requires_grad
+    assert algo.predict(window(algo), task="new-task").shape == (4,)
+
+
+def test_finetune_on_a_dense_model_uses_the_all_ones_mask() -> None:
+    mtdt = fit(HarmoDT.from_preset("mtdt", **_size()), synthetic(), 2)
+    assert mtdt.impl is not None
+    weights = [p.clone() for p in mtdt.impl.modules.transformer.parameters()]
+    mtdt.add_task("new-task", _demos(), method="finetune", steps=3)
+    assert bool(mtdt.impl.flat_masks()[3].all())
+    now = list(mtdt.impl.modules.transformer.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(weights, now, strict=True))
+    with pytest.raises(ValueError, match="finetune needs steps > 0"):
+        mtdt.add_task("other", {"other": _demos()["new-task"]}, "finetune", steps=0)
+    assert len(mtdt.task_names) == 4
 
 
 def _size() -> dict[str, Any]:

@@ -37,7 +37,7 @@ TRAIN = "reach-v3+button-press-topdown-v3:expert"
 HELD = "push-v3+drawer-close-v3:expert"
 HELD_TASKS = ["push-v3", "drawer-close-v3"]
 SIZES = {"mtdt": OVERRIDES["mtdt"], "mtbc": OVERRIDES["mtbc"], "harmodt-f": RESUMABLE}
-HELD_OUT = HeldOut(HELD, adapt=("vote", "tune"), demos=1, tune_steps=3)
+HELD_OUT = HeldOut(HELD, adapt=("vote", "tune", "finetune"), demos=1, tune_steps=3)
 SETTINGS = BenchmarkSettings(
     steps=4, eval_episodes=1, eval_max_steps=20, overrides=SIZES
 )
@@ -86,7 +86,8 @@ def test_a_held_out_cell_records_unseen_success_per_adaptation(runs: Runs) -> No
     unseen = cell["unseen"]
     assert unseen["dataset_id"] == runs.held_id
     assert unseen["tasks"] == HELD_TASKS and unseen["demos_per_task"] == 1
-    assert list(unseen["adapt"]) == ["vote", "tune"] and not unseen["not_applicable"]
+    adapted = ["vote", "tune", "finetune"]
+    assert list(unseen["adapt"]) == adapted and not unseen["not_applicable"]
     for result in unseen["adapt"].values():
         assert list(result["success"]) == list(result["return"]) == HELD_TASKS
         assert set(result["target_returns"]) == set(HELD_TASKS)
@@ -96,7 +97,7 @@ def test_a_held_out_cell_records_unseen_success_per_adaptation(runs: Runs) -> No
     assert set(unseen["data_success"]) == set(HELD_TASKS)
     assert cell["budget"]["held_out"] == {
         "dataset_id": runs.held_id,
-        "adapt": ["vote", "tune"],
+        "adapt": adapted,
         "demos": 1,
         "threshold": 0.5,
         "tune_steps": 3,
@@ -158,7 +159,8 @@ def test_the_report_has_an_unseen_table_only_for_held_out_cells(
     text = (tmp_path / "held" / "benchmark.md").read_text()
     assert f"## Unseen tasks: `{runs.train_id}` → `{runs.held_id}`" in text
     lines = text.splitlines()
-    for row in ("| HarmoDT-F | vote |", "| HarmoDT-F | tune |", "| MTDT | zero-shot |"):
+    rows = ("| HarmoDT-F | vote |", "| HarmoDT-F | finetune |", "| MTDT | zero-shot |")
+    for row in rows:
         assert sum(line.startswith(row) for line in lines) == 2  # + per task
     mtbc = next(line for line in lines if line.startswith("| MTBC | — |"))
     assert mtbc.split(" | ")[3] == "n/a"
@@ -166,7 +168,7 @@ def test_the_report_has_an_unseen_table_only_for_held_out_cells(
     assert "| method | adaptation | push-v3 | drawer-close-v3 |" in text
     with (tmp_path / "held" / "unseen.csv").open() as fh:
         unseen = list(csv.DictReader(fh))
-    assert len(unseen) == 6  # (vote, tune, zero-shot) x 2 tasks
+    assert len(unseen) == 8  # (vote, tune, finetune, zero-shot) x 2 tasks
     assert {r["task"] for r in unseen} == set(HELD_TASKS)
 
     report(runs.plain, tmp_path / "plain", plots=False)
@@ -219,14 +221,14 @@ def test_held_out_tasks_that_were_trained_on_are_one_line(
 def test_bad_adapt_options_are_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with pytest.raises(BenchmarkError, match="unknown adaptation.*'finetune'"):
-        parse_adapt("vote,finetune")
+    with pytest.raises(BenchmarkError, match="unknown adaptation.*'retrain'"):
+        parse_adapt("vote,retrain")
     assert parse_adapt("Vote, tune,vote") == ("vote", "tune")
     with pytest.raises(BenchmarkError, match=r"threshold must be in \(0, 1\]"):
         BenchmarkSettings(steps=1, held_out=HeldOut(HELD, threshold=0.0)).validate()
     base = ["run", "--methods", "mtdt", "--datasets", TRAIN, "--steps", "1"]
     for extra, needle in (
-        (["--held-out", HELD, "--adapt", "finetune"], "valid: vote, tune"),
+        (["--held-out", HELD, "--adapt", "retrain"], "valid: vote, tune"),
         (["--demos", "3"], "--demos need(s) --held-out"),
         (["--held-out", HELD, "--demos", "0"], "demos must be a positive int"),
     ):

@@ -251,6 +251,19 @@ def test_waves_and_workers_do_not_change_results(
         assert ev.evaluate(ExpertPolicy()) == reference
 
 
+def test_a_subset_of_tasks_plays_the_same_episodes(
+    evaluator: MultiTaskEvaluator,
+) -> None:
+    reference = evaluator.evaluate(ExpertPolicy())
+    task = evaluator.tasks[-1]
+    subset = evaluator.evaluate(ExpertPolicy(), [task])
+    assert subset.task_names == [task] and subset[task] == reference[task]
+    with pytest.raises(ValueError, match="non-empty subset"):
+        evaluator.evaluate(ExpertPolicy(), ["push-v3"])
+    with pytest.raises(ValueError, match="non-empty subset"):
+        evaluator.evaluate(ExpertPolicy(), [])
+
+
 def test_extra_envs_of_a_task_replay_make_env_exactly(
     evaluator: MultiTaskEvaluator, dataset: Any
 ) -> None:
