@@ -39,7 +39,7 @@ def raw_stepping(
     tasks: tuple[str, ...], episodes: int, steps: int
 ) -> tuple[int, float]:
     """Scripted expert, same goals as the recipe; times the stepping loop only."""
-    from metaworld.policies import ENV_POLICY_MAP
+    from dataset_recipes.rollout import expert_policy
 
     cache = GoalEnvCache()
     total = 0
@@ -47,7 +47,7 @@ def raw_stepping(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for task in tasks:
-            policy = ENV_POLICY_MAP[task]()
+            policy = expert_policy(task)
             for i in range(episodes):
                 make_seed, goal = train_goal(0, i)
                 env = cache.get(task, make_seed, goal)  # env build not timed

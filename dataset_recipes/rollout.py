@@ -47,7 +47,8 @@ def stratification_phase(seed: int, task: str, quality: Quality) -> float:
     return float(episode_rng(seed, task, quality.stream, _PHASE_STREAM).random())
 
 
-def _expert(task: str) -> Any:
+def expert_policy(task: str) -> Any:
+    """Meta-World's scripted expert of ``task`` (one place that builds it)."""
     from metaworld.policies import ENV_POLICY_MAP
 
     return ENV_POLICY_MAP[task]()  # type: ignore[abstract]
@@ -137,7 +138,7 @@ def rollout_episode(
         env = cache.get(task, make_seed, goal)
         obs, actions, rewards, success = _run(
             env,
-            _expert(task),
+            expert_policy(task),
             max_episode_steps,
             plan.random_mask(max_episode_steps),
             noise,
@@ -182,7 +183,7 @@ def reference_rollouts(
     random_returns = np.empty(episodes)
     expert_returns = np.empty(episodes)
     expert_solved = np.empty(episodes)
-    policy = _expert(task)
+    policy = expert_policy(task)
     try:
         for k in range(episodes):
             env = cache.get(task, eval_make_seed(seed), k)

@@ -89,8 +89,8 @@ def _row(label: str, cells: list[dict[str, Any]]) -> str:
     cells = sorted(cells, key=lambda c: int(c["seed"]))
     success = np.array([100.0 * c["success_mean"] for c in cells])
     per_seed = ", ".join(f"{v:.0f}" for v in success)
-    masks = [c.get("masks") for c in cells]
-    if all(m is not None for m in masks) and masks:
+    masks = [c["masks"] for c in cells if c.get("masks") is not None]
+    if masks and len(masks) == len(cells):
         drift = f"{100 * np.mean([m['drift_mean'] for m in masks]):.2f}"
         overlap = f"{np.mean([m['overlap_final'] for m in masks]):.3f}"
     else:

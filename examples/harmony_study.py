@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from harmodt_algo.benchmark.stats import format_paired, mean_ci, paired_difference
 
 DATASET = "MT10:sub-optimal"
 DATASET_SLUG = "metaworld-v3__mt10__sub-optimal-v0"
@@ -63,8 +64,6 @@ LONGER_STEPS = 20_000
 LONGER_SEEDS = (0, 1)
 LONGER_METHODS = ("mtdt", "harmodt-plus")
 LONGER_RESULTS = "results/study-20k"
-#: t_{0.975, df} for 95 % confidence intervals of paired differences
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365}
 
 
 def _run(
@@ -122,16 +121,6 @@ def _cells(results: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return out
 
 
-def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval half-width (nan for fewer than 2 values)."""
-    n = len(values)
-    mean = float(values.mean())
-    if n < 2:
-        return mean, math.nan, float("nan")
-    sd = float(values.std(ddof=1))
-    return mean, sd, _T975[n - 1] * sd / math.sqrt(n)
-
-
 def table(results: Path) -> str:
     cells = _cells(results)
     lines = [
@@ -147,9 +136,9 @@ def table(results: Path) -> str:
             continue
         seeds = sorted(by_seed)
         success = np.array([100 * by_seed[s]["success_mean"] for s in seeds])
-        mean, sd, _ = _mean_ci(success)  # std with ddof 1 (sample)
+        mean, sd, *_ = mean_ci(success)  # std with ddof 1 (sample)
         train = np.mean([by_seed[s]["train_time_s"] for s in seeds]) / 60
-        masks = [by_seed[s].get("masks") for s in seeds]
+        masks = [by_seed[s].get("masks") or {} for s in seeds]
         turnover = (
             f"{100 * np.mean([m.get('turnover_mean', 0.0) for m in masks]):.2f} %"
             if all(masks)
@@ -183,17 +172,11 @@ def _paired(
     scale: float,
 ) -> str:
     """Mean paired per-seed difference of ``key`` against ``ref``, 95 % CI."""
-    by_seed, ref_cells = cells.get(method, {}), cells.get(ref, {})
-    paired = [s for s in sorted(by_seed) if s in ref_cells]
-    if method == ref or len(paired) < 2:
+    if method == ref:
         return "—"
-    diff = np.array([scale * (by_seed[s][key] - ref_cells[s][key]) for s in paired])
-    d_mean, _, half = _mean_ci(diff)
-    digits = 1 if scale == 100 else 0
-    return (
-        f"{d_mean:+.{digits}f} [{d_mean - half:+.{digits}f}, "
-        f"{d_mean + half:+.{digits}f}] (n={len(paired)})"
-    )
+    values = {s: scale * c[key] for s, c in cells.get(method, {}).items()}
+    refs = {s: scale * c[key] for s, c in cells.get(ref, {}).items()}
+    return format_paired(paired_difference(values, refs), 1 if scale == 100 else 0)
 
 
 def _return_rows(cells: dict[str, dict[int, dict[str, Any]]]) -> str:
@@ -228,7 +211,7 @@ def _curve_rows(by_seed: dict[int, dict[str, Any]], label: str) -> str:
     rows.append("|---:|---:|---:|---|")
     for step in sorted(points):
         values = np.array(points[step])
-        mean, sd, _ = _mean_ci(values)
+        mean, sd, *_ = mean_ci(values)
         per_seed = ", ".join(f"{v:.1f}" for v in values)
         rows.append(f"| {step} | {len(values)} | {mean:.1f} ± {sd:.1f} | {per_seed} |")
     return "\n".join(rows) + "\n"

@@ -598,10 +598,12 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         trained tasks, prompt from the demos), ``tune`` (``vote``, then
         ``steps`` Adam steps on the new task's prompt only; shared weights and
         other tasks untouched), ``prompt`` (Prompt-DT: all-ones mask, the
-        demos' prompt), ``zero-shot`` (MTDT: all-ones mask, no prompt). See
-        ``harmodt_algo.adapt``. The new task then works everywhere a trained
-        one does: ``for_task``, the evaluator, ``save``/``load_learnable``,
-        ``save_policy``.
+        demos' prompt), ``zero-shot`` (MTDT: all-ones mask, no prompt),
+        ``finetune`` (the upper reference: ``vote``'s mask, then ``steps``
+        Adam steps on every shared weight and the prompt; the trained tasks
+        may change). See ``harmodt_algo.adapt``. The new task then works
+        everywhere a trained one does: ``for_task``, the evaluator,
+        ``save``/``load_learnable``, ``save_policy``.
         """
         from .adapt import add_task
 

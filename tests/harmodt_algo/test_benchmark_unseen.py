@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
+import runpy
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,13 +27,14 @@ from harmodt_algo.benchmark import (
     BenchmarkSettings,
     HeldOut,
     cell_path,
+    check_methods,
     parse_adapt,
     parse_dataset,
     report,
     run_matrix,
 )
 
-from .test_benchmark import OVERRIDES, RESUMABLE, _comparable
+from .test_benchmark import OVERRIDES, RESUMABLE, ROOT, _comparable
 
 TRAIN = "reach-v3+button-press-topdown-v3:expert"
 HELD = "push-v3+drawer-close-v3:expert"
@@ -174,6 +177,31 @@ def test_the_report_has_an_unseen_table_only_for_held_out_cells(
     report(runs.plain, tmp_path / "plain", plots=False)
     assert "Unseen" not in (tmp_path / "plain" / "benchmark.md").read_text()
     assert not (tmp_path / "plain" / "unseen.csv").exists()
+
+
+def test_the_ml10_example_commands_and_table(runs: Runs) -> None:
+    ml10 = runpy.run_path(str(ROOT / "examples" / "unseen_ml10.py"))
+    seen: list[tuple[str, int]] = []
+    for stream in ml10["commands"]():
+        for line in stream.split(" && "):
+            args = benchmark.build_parser().parse_args(shlex.split(line)[3:])
+            held = parse_dataset(args.held_out).dataset_id
+            assert held == "metaworld-v3/ml10-test/sub-optimal-v0" and args.demos == 5
+            assert args.steps == 10_000 and args.threads == 1
+            seen += [(m, s) for m in check_methods(args.methods) for s in args.seeds]
+    expected = [(m, s) for m in ("harmodt-f", "mtdt", "prompt-dt") for s in (0, 1, 2)]
+    assert sorted(seen) == sorted(expected)  # each cell exactly once
+    # the table, on the tiny held-out matrix of this module (one seed: no CI)
+    slug = cell_path(runs.held, runs.train_id, "mtdt", 0).parent.parent.name
+    text = ml10["table"](runs.held, slug)
+    lines = text.splitlines()
+    for row in (
+        "| MTDT | zero-shot |",
+        "| HarmoDT-F | vote |",
+        "| HarmoDT-F | finetune |",
+    ):
+        assert sum(line.startswith(row) for line in lines) == 1, row
+    assert "drawer-close-v3" in text and "3 cells" in text
 
 
 def test_which_adaptations_each_method_gets() -> None:
