@@ -568,6 +568,15 @@ def test_adapt_adds_unseen_tasks_and_evaluate_reports_them(
     assert code == 0, err
     assert "push-v3" in out and "note:" in err
 
+    # the fine-tune reference writes its own file; the trained file stays
+    tuned = tmp_path / "finetuned.d3"
+    argv = ["--dataset", new, "--method", "finetune", "--tune-steps", "2"]
+    code, out, err = run_cli(
+        ["adapt", str(tiny_run.model), *argv, "--out", str(tuned)], capsys
+    )
+    assert code == 0, err
+    assert d3rlpy.load_learnable(str(tuned)).task_names == (*TINY_TASKS, "push-v3")
+
     # bad input: one line, exit 2, nothing written
     seen = build_metaworld_dataset(
         tasks=["reach-v3"],
@@ -578,7 +587,7 @@ def test_adapt_adds_unseen_tasks_and_evaluate_reports_them(
     ).dataset_id
     for argv, needle in (
         (["--dataset", seen], "already has task(s)"),
-        (["--dataset", new, "--method", "finetune"], "unknown --method"),
+        (["--dataset", new, "--method", "retrain"], "unknown --method"),
         (["--dataset", new, "--threshold", "2"], "threshold"),
     ):
         bad = tmp_path / "bad.d3"
