@@ -19,9 +19,10 @@ Methods (``ADAPT_METHODS``):
   the mask of ``vote`` (all ones on a dense model) and the demos' prompt (if
   the model has prompts), then ``steps`` Adam steps on the demonstrations that
   move **every** shared weight (through the new task's mask) and the new
-  prompt, dropout as in training. The trained tasks act through the same
-  shared weights, so they may forget: score a fine-tuned copy on the new task
-  only. Costs ``steps`` training steps at batch ``batch_size``.
+  prompt, at the model's training learning rate, dropout as in training. The
+  trained tasks act through the same shared weights, so they may forget:
+  score a fine-tuned copy on the new task only. Costs ``steps`` training
+  steps at batch ``batch_size``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 ADAPT_METHODS: tuple[str, ...] = ("vote", "tune", "prompt", "zero-shot", "finetune")
+#: ``tune``'s Adam rate: only a prompt moves, a few hundred steps.
+PROMPT_LEARNING_RATE = 1e-3
 #: Methods that change the shared weights (the model's other tasks may change).
 SHARED_WEIGHT_METHODS: tuple[str, ...] = ("finetune",)
 
@@ -128,10 +131,13 @@ def add_task(
     threshold: float = 0.5,
     steps: int = 300,
     batch_size: int = 16,
-    learning_rate: float = 1e-3,
+    learning_rate: float | None = None,
     seed: int = 0,
 ) -> HarmoDT:
     """Add task ``name`` to the trained ``algo`` in place; returns ``algo``.
+
+    ``learning_rate`` (Adam): ``tune`` 1e-3 (only a prompt moves), ``finetune``
+    the model's training rate (the shared weights move), unless given.
 
     Every check happens before anything changes: a failed call leaves the
     model as it was.
@@ -174,6 +180,8 @@ def add_task(
     algo.replace_task_state([*algo.task_names, name], masks, prompts)
     if method in ("tune", "finetune"):
         shared = method == "finetune"
+        if learning_rate is None:
+            learning_rate = cfg.learning_rate if shared else PROMPT_LEARNING_RATE
         _tune(algo, data, t, steps, batch_size, learning_rate, seed, shared)
     return algo
 

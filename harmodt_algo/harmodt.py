@@ -589,7 +589,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         method: str = "vote",
         threshold: float = 0.5,
         steps: int = 300,
-        learning_rate: float = 1e-3,
+        learning_rate: float | None = None,
     ) -> HarmoDT:
         """Teach the trained model a task it never trained on, from a few
         demonstrations (anything ``fit`` accepts); returns ``self``.
@@ -601,7 +601,8 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         demos' prompt), ``zero-shot`` (MTDT: all-ones mask, no prompt),
         ``finetune`` (the upper reference: ``vote``'s mask, then ``steps``
         Adam steps on every shared weight and the prompt; the trained tasks
-        may change). See ``harmodt_algo.adapt``. The new task then works
+        may change). ``learning_rate``: ``tune`` 1e-3, ``finetune`` the
+        training rate, unless given. See ``harmodt_algo.adapt``. The new task then works
         everywhere a trained one does: ``for_task``, the evaluator,
         ``save``/``load_learnable``, ``save_policy``.
         """
