@@ -376,7 +376,7 @@ def _unseen_intro(first: Cell, train_id: str, held_id: str) -> list[str]:
         f"as above) gets the {len(unseen['tasks'])} held-out tasks from the first "
         f"{unseen['demos_per_task']} episode(s) of each (`add_task`, on a copy), "
         f"then the same evaluator scores them (target return: {target}). Mean "
-        "success % over the held-out tasks, mean ± std "
+        "success % over the held-out tasks, mean ± std (ddof 0) "
         f"over seeds; time: adaptation, mean per cell.{ref}",
         "",
     ]
