@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,27 +20,14 @@ __all__ = ["MeanCI", "mean_ci", "paired_difference", "format_paired"]
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 
 
-class MeanCI(tuple[float, float, float, int]):
-    """``(mean, sample std, 95 % half-width, n)``; std and half-width are nan
-    for fewer than two values."""
+class MeanCI(NamedTuple):
+    """A mean with its spread; ``std`` and ``half_width`` (of the 95 %
+    t-interval) are nan for fewer than two values."""
 
-    __slots__ = ()
-
-    @property
-    def mean(self) -> float:
-        return self[0]
-
-    @property
-    def std(self) -> float:
-        return self[1]
-
-    @property
-    def half_width(self) -> float:
-        return self[2]
-
-    @property
-    def n(self) -> int:
-        return self[3]
+    mean: float
+    std: float
+    half_width: float
+    n: int
 
 
 def mean_ci(values: Sequence[float] | np.ndarray) -> MeanCI:
@@ -51,11 +39,11 @@ def mean_ci(values: Sequence[float] | np.ndarray) -> MeanCI:
         raise ValueError("mean_ci needs at least one value")
     mean = float(arr.mean())
     if n < 2:
-        return MeanCI((mean, math.nan, math.nan, n))
+        return MeanCI(mean, math.nan, math.nan, n)
     if n - 1 > len(_T975):
         raise ValueError(f"mean_ci knows t-quantiles up to {len(_T975) + 1} values")
     sd = float(arr.std(ddof=1))
-    return MeanCI((mean, sd, _T975[n - 2] * sd / math.sqrt(n), n))
+    return MeanCI(mean, sd, _T975[n - 2] * sd / math.sqrt(n), n)
 
 
 def paired_difference(
