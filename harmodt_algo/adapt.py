@@ -74,13 +74,16 @@ def vote_masks(masks: torch.Tensor, threshold: float) -> torch.Tensor:
     return share >= threshold - 1e-12
 
 
+def _has_task_masks(config: HarmoDTConfig) -> bool:
+    """Whether the trained tasks have masks of their own to vote."""
+    return bool(config.uses_masks and config.mask_init != "dense")
+
+
 def method_problem(config: HarmoDTConfig, method: str) -> str | None:
     """Why ``method`` cannot add a task to a model of ``config`` (None: it
     can): one rule for ``add_task`` and for the benchmark, which checks it
     before any training rather than after hours of it."""
-    if method in ("vote", "tune") and (
-        not config.uses_masks or config.mask_init == "dense"
-    ):
+    if method in ("vote", "tune") and not _has_task_masks(config):
         return (
             f"method {method!r} votes the trained masks, but this model has "
             "masks disabled (dense); use method='prompt' (Prompt-DT) or "
@@ -154,7 +157,7 @@ def add_task(
     if problem is not None:
         raise ValueError(problem)
     voted = method in ("vote", "tune") or (
-        method == "finetune" and cfg.uses_masks and cfg.mask_init != "dense"
+        method == "finetune" and _has_task_masks(cfg)
     )
     if voted:
         vote_masks(torch.zeros(1, 1, dtype=torch.bool), threshold)  # checks it
