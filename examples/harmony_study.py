@@ -141,7 +141,7 @@ def table(results: Path) -> str:
         seeds = sorted(by_seed)
         success = np.array([100 * by_seed[s]["success_mean"] for s in seeds])
         mean, sd, *_ = mean_ci(success)  # std with ddof 1 (sample)
-        train = _train_time(by_seed, method) / 60
+        train = np.mean(list(_train_times(by_seed, method).values())) / 60
         masks = [by_seed[s].get("masks") or {} for s in seeds]
         turnover = (
             f"{100 * np.mean([m.get('turnover_mean', 0.0) for m in masks]):.2f} %"
@@ -160,9 +160,8 @@ def table(results: Path) -> str:
     returns = _return_rows(cells)
     curve = _curve_rows(cells.get("mtdt", {}), "MTDT")
     every = [(m, c) for m, by_seed in cells.items() for c in by_seed.values()]
-    hours = sum(
-        _train_time(cells[m], m, int(c["seed"])) + c["eval_time_s"] for m, c in every
-    )
+    counted = {m: _train_times(by_seed, m) for m, by_seed in cells.items()}
+    hours = sum(counted[m][int(c["seed"])] + c["eval_time_s"] for m, c in every)
     waited = [c for m, c in every if (m, int(c["seed"])) in WAITED]
     cost = (
         f"{len(every)} cells, {hours / 3600:.2f} CPU-hours of cell time (train + "
@@ -179,20 +178,15 @@ def table(results: Path) -> str:
     return "\n".join(lines) + "\n\n" + returns + "\n" + curve + "\n" + cost
 
 
-def _train_time(
-    by_seed: dict[int, dict[str, Any]], method: str, seed: int | None = None
-) -> float:
-    """A cell's train seconds (the mean over seeds when ``seed`` is None), a
-    ``WAITED`` cell's counted as the median of the method's other cells."""
+def _train_times(by_seed: dict[int, dict[str, Any]], method: str) -> dict[int, float]:
+    """Train seconds per seed as counted: a ``WAITED`` cell's at the median of
+    the method's other cells."""
     fair = [c["train_time_s"] for s, c in by_seed.items() if (method, s) not in WAITED]
     median = float(np.median(fair)) if fair else 0.0
-
-    def one(s: int) -> float:
-        return median if (method, s) in WAITED else float(by_seed[s]["train_time_s"])
-
-    if seed is not None:
-        return one(seed)
-    return float(np.mean([one(s) for s in by_seed]))
+    return {
+        s: median if (method, s) in WAITED else float(c["train_time_s"])
+        for s, c in by_seed.items()
+    }
 
 
 def _paired(
