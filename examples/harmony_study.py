@@ -12,6 +12,7 @@ budget (the learning curve that says whether the budget has converged).
     python examples/harmony_study.py | xargs -d '\n' -P 2 -I{} sh -c '{}'
     python examples/harmony_study.py --table         # docs/benchmarks/study.md
     python examples/harmony_study.py --longer        # the 20k-step budget probe
+    python examples/harmony_study.py --levers        # HarmoDT+'s levers, separated
 
 Cells resume (``results/study``), so the study can be run in parts.
 """
@@ -38,15 +39,13 @@ SIZE = ("embed_size=64", "num_layers=2", "num_heads=4", "batch_size=16")
 RESULTS = "results/study"
 TABLE = "docs/benchmarks/study.md"
 CURVE = "docs/benchmarks/study_curve.png"
-#: the two parallel streams of cells (one per core), each seeds-outer; the
-#: four methods the question needs (MTDT, the static-mask control, the
-#: release-sized HarmoDT-F, HarmoDT+) and MTBC on every seed
+#: the two parallel streams of cells (one per core), each seeds-outer; every
+#: method on every seed (HarmoDT-F v0's seeds 1-4 and Prompt-DT's came in
+#: later sessions; finished cells are skipped)
 STREAMS: tuple[tuple[tuple[str, ...], ...], ...] = (
     (("mtdt",), ("harmodt-plus", "mtbc")),
-    (("sparse-static", "harmodt-f-release", "prompt-dt"),),
+    (("sparse-static", "harmodt-f-release", "prompt-dt"), ("harmodt-f-v0",)),
 )
-#: run on seed 0 only, for reference (the CPU budget did not allow 5 seeds)
-SEED0_ONLY: tuple[str, ...] = ("harmodt-f-v0",)
 METHODS = (
     "mtdt",
     "sparse-static",
@@ -68,6 +67,25 @@ LONGER_STEPS = 20_000
 LONGER_SEEDS = (0, 1)
 LONGER_METHODS = ("mtdt", "harmodt-plus")
 LONGER_RESULTS = "results/study-20k"
+#: the levers bundled in HarmoDT+, separated: a preset with settings changed
+#: (label, preset, overrides); cells under ``results/study-levers/<name>``.
+#: With HarmoDT+ and the release-sized HarmoDT-F they make a 2 x 2 of
+#: {fresh-batch, accumulated + leave-one-out + rank} x {prompt, no prompt},
+#: and split the bundle into the estimator and LOO + rank.
+LEVERS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "release-noprompt": (
+        "HarmoDT-F (release-sized), no prompt",
+        "harmodt-f-release",
+        {"prompt_length": 0},
+    ),
+    "plus-batch": (
+        "HarmoDT+, fresh-batch estimator",
+        "harmodt-plus",
+        {"harmony_estimator": "batch"},
+    ),
+}
+LEVER_RESULTS = "results/study-levers"
+LEVER_REFERENCES = ("harmodt-plus", "sparse-static", "mtdt", "harmodt-f-release")
 
 
 def _run(
@@ -77,8 +95,13 @@ def _run(
     steps: int = STEPS,
     out: str = RESULTS,
     curve: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> str:
     curve = curve or methods == ("mtdt",)
+    settings = [
+        f"{methods[0]}.{key}={json.dumps(value)}"
+        for key, value in (extra or {}).items()
+    ]
     argv = [
         python,
         *("-m", "harmodt_algo.benchmark", "run"),
@@ -88,6 +111,7 @@ def _run(
         *("--episodes-per-task", str(EPISODES_PER_TASK)),
         *(arg for option in SIZE for arg in ("--set", option)),
         *(("--set", "mtbc.batch_size=256") if "mtbc" in methods else ()),
+        *(arg for option in settings for arg in ("--set", option)),
         *(("--curve-every", str(CURVE_EVERY)) if curve else ()),
         *("--threads", "1", "--out", out),
     ]
@@ -95,13 +119,11 @@ def _run(
 
 
 def commands(python: str = "python") -> list[str]:
-    """One shell line per stream: its run commands, seeds outer (the seed-0
-    references first in the second stream)."""
+    """One shell line per stream: its run commands, seeds outer."""
     lines = [
         [_run(group, seed, python) for seed in SEEDS for group in stream]
         for stream in STREAMS
     ]
-    lines[1].insert(0, _run(SEED0_ONLY, 0, python))
     return [" && ".join(line) for line in lines]
 
 
@@ -116,13 +138,65 @@ def longer_commands(python: str = "python") -> list[str]:
     ]
 
 
-def _cells(results: Path) -> dict[str, dict[int, dict[str, Any]]]:
+def lever_commands(python: str = "python") -> list[str]:
+    """The lever cells: one stream per lever, seeds in turn."""
+    return [
+        " && ".join(
+            _run((preset,), s, python, out=f"{LEVER_RESULTS}/{name}", extra=extra)
+            for s in SEEDS
+        )
+        for name, (_, preset, extra) in LEVERS.items()
+    ]
+
+
+def _cells(
+    results: Path, methods: tuple[str, ...] = METHODS
+) -> dict[str, dict[int, dict[str, Any]]]:
     out: dict[str, dict[int, dict[str, Any]]] = {}
-    for method in METHODS:
+    for method in methods:
         for path in sorted((results / DATASET_SLUG / method).glob("seed*.json")):
             cell = json.loads(path.read_text())
             out.setdefault(method, {})[int(cell["seed"])] = cell
     return out
+
+
+def lever_table(results: Path, levers: Path) -> str:
+    """Each lever's cells paired against HarmoDT+, the controls and its base
+    preset (empty if none ran)."""
+    cells = _cells(results)
+    for name, (_, preset, _) in LEVERS.items():
+        found = _cells(levers / name, (preset,)).get(preset)
+        if found:
+            cells[name] = found
+    names = [name for name in LEVERS if name in cells]
+    if not names:
+        return ""
+    refs = LEVER_REFERENCES
+    rows = [
+        "| lever cell | seeds | success % (mean ± std) | per seed | mean return | "
+        + " | ".join(f"Δ vs {r} (95 % CI)" for r in refs)
+        + " |",
+        "|---|---:|---:|---|---:|" + "---:|" * len(refs),
+    ]
+    for name in names:
+        by_seed = cells[name]
+        seeds = sorted(by_seed)
+        success = np.array([100 * by_seed[s]["success_mean"] for s in seeds])
+        mean, sd, *_ = mean_ci(success)
+        spread = f"{mean:.1f} ± {sd:.1f}" if len(seeds) > 1 else f"{mean:.1f}"
+        returns = np.mean([by_seed[s]["return_mean"] for s in seeds])
+        deltas = [_paired(cells, name, r, "success_mean", 100) for r in refs]
+        rows.append(
+            f"| {LEVERS[name][0]} | {len(seeds)} | {spread} | "
+            + ", ".join(f"{v:.1f}" for v in success)
+            + f" | {returns:.0f} | "
+            + " | ".join(deltas)
+            + " |"
+        )
+    every = [c for name in names for c in cells[name].values()]
+    hours = sum(c["train_time_s"] + c["eval_time_s"] for c in every) / 3600
+    head = f"Levers inside HarmoDT+ ({len(every)} cells, {hours:.2f} CPU-h)"
+    return head + "\n\n" + "\n".join(rows) + "\n"
 
 
 def table(results: Path) -> str:
@@ -287,11 +361,17 @@ def main() -> None:
     parser.add_argument(
         "--longer", action="store_true", help="the 20k-step budget probe's commands"
     )
+    parser.add_argument(
+        "--levers", action="store_true", help="the lever cells' commands"
+    )
     parser.add_argument("--results", default=RESULTS)
     parser.add_argument("--python", default="python")
     args = parser.parse_args()
     if args.longer:
         print("\n".join(longer_commands(args.python)))
+        return
+    if args.levers:
+        print("\n".join(lever_commands(args.python)))
         return
     if not args.table:
         print("\n".join(commands(args.python)))
@@ -299,6 +379,8 @@ def main() -> None:
     text = table(Path(args.results))
     probe = longer_table(Path(LONGER_RESULTS))
     text += "\n" + probe if probe else ""
+    levers = lever_table(Path(args.results), Path(LEVER_RESULTS))
+    text += "\n" + levers if levers else ""
     Path(TABLE).write_text(text)
     plot_curve(Path(args.results), Path(CURVE))
     print(text)

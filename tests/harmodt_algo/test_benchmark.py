@@ -397,12 +397,7 @@ def test_the_harmony_study_commands_are_valid(
                     HarmoDTConfig.from_preset(method, **overrides[method]).validate()
                 seen |= {(method, seed) for seed in args.seeds}
             assert (args.curve_every is not None) == (methods == ["mtdt"])
-    expected = {
-        (m, s)
-        for m in study["METHODS"]
-        for s in ((0,) if m in study["SEED0_ONLY"] else study["SEEDS"])
-    }
-    assert seen == expected
+    assert seen == {(m, s) for m in study["METHODS"] for s in study["SEEDS"]}
     # the budget probe: the same sizes at twice the steps, with curves
     probe: set[tuple[str, int]] = set()
     for stream in study["longer_commands"]():
@@ -414,6 +409,51 @@ def test_the_harmony_study_commands_are_valid(
     assert probe == {
         (m, s) for m in study["LONGER_METHODS"] for s in study["LONGER_SEEDS"]
     }
+    # the lever cells: each preset with its settings changed, in its own folder
+    levers: set[tuple[str, int]] = set()
+    for stream in study["lever_commands"]():
+        for line in stream.split(" && "):
+            args = benchmark.build_parser().parse_args(shlex.split(line)[3:])
+            (method,) = check_methods(args.methods)
+            name = args.out.rsplit("/", 1)[-1]
+            _, preset, extra = study["LEVERS"][name]
+            overrides = benchmark.parse_overrides(args.set, [method])[method]
+            assert method == preset and args.steps == study["STEPS"]
+            assert overrides == {**overrides, **extra, "batch_size": 16}
+            HarmoDTConfig.from_preset(method, **overrides).validate()
+            levers |= {(name, seed) for seed in args.seeds}
+    assert levers == {(n, s) for n in study["LEVERS"] for s in study["SEEDS"]}
+
+
+def test_the_harmony_study_lever_table_pairs_each_lever(tmp_path: Path) -> None:
+    """A lever's row pairs its cells seed by seed against the study's cells,
+    read from the two folders the commands write to."""
+    study = runpy.run_path(str(ROOT / "examples" / "harmony_study.py"))
+    slug = study["DATASET_SLUG"]
+
+    def write(folder: Path, method: str, successes: dict[int, float]) -> None:
+        (folder / slug / method).mkdir(parents=True)
+        for seed, success in successes.items():
+            cell = {"seed": seed, "label": method, "success_mean": success}
+            cell |= {"return_mean": 1000 * success, "train_time_s": 90.0}
+            cell |= {"eval_time_s": 30.0}
+            (folder / slug / method / f"seed{seed}.json").write_text(json.dumps(cell))
+
+    results, levers = tmp_path / "study", tmp_path / "levers"
+    write(results, "harmodt-plus", {0: 0.50, 1: 0.60, 2: 0.70})
+    write(results, "mtdt", {0: 0.40, 1: 0.40, 2: 0.40})
+    name, (label, preset, _) = next(iter(study["LEVERS"].items()))
+    write(levers / name, preset, {0: 0.55, 1: 0.65, 2: 0.70})
+    text = study["lever_table"](results, levers)
+    (row,) = [line for line in text.splitlines() if line.startswith(f"| {label} |")]
+    cols = [c.strip() for c in row.strip("|").split("|")]
+    assert cols[1:4] == ["3", "63.3 ± 7.6", "55.0, 65.0, 70.0"]
+    by_ref = dict(zip(study["LEVER_REFERENCES"], cols[5:], strict=True))
+    assert by_ref["harmodt-plus"].startswith("+3.3 [")  # (5 + 5 + 0) / 3
+    assert by_ref["mtdt"].startswith("+23.3 [")
+    assert by_ref["sparse-static"] == "—"  # no cells, no interval
+    assert "(3 cells, 0.10 CPU-h)" in text
+    assert study["lever_table"](results, tmp_path / "none") == ""
 
 
 # -------------------------------------------------- resuming a stopped cell
