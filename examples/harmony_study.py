@@ -249,7 +249,39 @@ def table(results: Path) -> str:
         )
         + "\n"
     )
-    return "\n".join(lines) + "\n\n" + returns + "\n" + curve + "\n" + cost
+    return (
+        "\n".join(lines)
+        + "\n\n"
+        + returns
+        + "\n"
+        + curve
+        + "\n"
+        + cost
+        + _evaluation_noise([c for _, c in every])
+    )
+
+
+def _evaluation_noise(cells: list[dict[str, Any]]) -> str:
+    """How much of a cell's success the finite goal count explains: the
+    binomial standard error of the mean over tasks, sqrt(sum_t p_t (1 - p_t)
+    / n) / T, for n goals per task; a paired difference of two cells has
+    sqrt(2) times it. Compared with the seed spread, it says whether more
+    goals (e.g. Meta-World's 50) would sharpen the table."""
+    if not cells:
+        return ""
+    errors = []
+    for cell in cells:
+        p = np.array(list(cell["success"].values()))  # (T,)
+        n = cell["budget"]["eval_episodes"]
+        errors.append(100 * np.sqrt(np.sum(p * (1 - p)) / n) / len(p))
+    n = cells[0]["budget"]["eval_episodes"]
+    pair = np.sqrt(2) * float(np.mean(errors))
+    return (
+        f"Evaluation noise ({n} goals per task): binomial standard error of a "
+        f"cell's mean success {np.mean(errors):.2f} points (range "
+        f"{min(errors):.2f}-{max(errors):.2f}), of a paired difference "
+        f"{pair:.2f}; with 50 goals per task {pair * np.sqrt(n / 50):.2f}.\n"
+    )
 
 
 def _train_times(by_seed: dict[int, dict[str, Any]], method: str) -> dict[int, float]:

@@ -430,6 +430,14 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             )
         super().__init__(config, device, enable_ddp, impl)
         self._last_step_metrics: dict[str, float] = {}
+        self._epoch_metrics: list[tuple[int, dict[str, float]]] = []
+
+    @property
+    def epoch_metrics(self) -> list[tuple[int, dict[str, float]]]:
+        """The last ``fit``'s ``(epoch, metrics)`` pairs, the epoch means
+        d3rlpy's own ``fit`` returns (ours returns ``self``, so they are kept
+        here): losses, ``time_step``, evaluator results."""
+        return [(e, dict(m)) for e, m in getattr(self, "_epoch_metrics", [])]
 
     @property
     def last_step_metrics(self) -> dict[str, float]:
@@ -892,6 +900,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         )
         save_config(self, logger)
         run = _FitRun(data, task_index, logger, rank, world)
+        self._epoch_metrics = []
 
         # epochs end at multiples of n_steps_per_epoch of the *absolute* step,
         # so a resumed run evaluates and logs where the uninterrupted one did
@@ -909,7 +918,9 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             self._evaluate_epoch(
                 run, eval_env, eval_target_return, eval_action_sampler, evaluators
             )
-            logger.commit(epoch, start + total_step)
+            self._epoch_metrics.append(
+                (epoch, logger.commit(epoch, start + total_step))
+            )
             if epoch % save_interval == 0 or epoch == n_epochs:
                 logger.save_model(start + total_step, self)
         logger.close()

@@ -348,7 +348,7 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
     if final is not None:
         run_info["final"] = _final_record(final, history, plan.steps)
     write_json_atomic(run_dir / RUN_FILE, run_info)
-    _report_run(plan, algo, run_dir, final, out)
+    _report_run(plan, algo, run_dir, final, out, run_info.get("train_steps_per_s"))
     return EXIT_OK
 
 
@@ -465,6 +465,9 @@ def _fit_run(
                         )
                     },
                 )
+                speed = _steps_per_second(algo.epoch_metrics)
+                if speed is not None:
+                    run_info["train_steps_per_s"] = speed
         algo.save(str(run_dir / MODEL_FILE))
         status = "finished"
         if rank == 0:  # the other ranks have left after their last step
@@ -494,6 +497,13 @@ def _fit_run(
     return 128 + stopped_by  # 130 for SIGINT, 143 for SIGTERM
 
 
+def _steps_per_second(fitted: list[tuple[int, dict[str, float]]]) -> float | None:
+    """Training speed of this process's epochs: 1 / the mean of d3rlpy's
+    ``time_step`` (sampling + update, without evaluation or logging)."""
+    times = [metrics["time_step"] for _, metrics in fitted if "time_step" in metrics]
+    return round(len(times) / sum(times), 2) if times and sum(times) > 0 else None
+
+
 # --------------------------------------------------------------------------- #
 # The report
 # --------------------------------------------------------------------------- #
@@ -521,8 +531,10 @@ def _report_run(
     run_dir: Path,
     final: EvaluationResult | None,
     out: Console,
+    speed: float | None,
 ) -> None:
-    """The end of ``harmodt train``: plots, the result table, where things are."""
+    """The end of ``harmodt train``: plots, the result table, where things are,
+    and the training speed (what a time estimate on another machine needs)."""
     logger = plan.args.logger
     plots, plot_note = _draw_plots(plan, run_dir)
     model_path = run_dir / MODEL_FILE
@@ -535,6 +547,8 @@ def _report_run(
             soft_wrap=True,
         )
     lines = [f"model: {model_path}", f"run info: {run_dir / RUN_FILE}"]
+    if speed is not None:
+        lines.append(f"training speed: {speed:g} steps/s (d3rlpy's time_step)")
     if logger in ("file", "both"):
         lines.append(f"logs: {run_dir}")
     if logger in ("tensorboard", "both"):

@@ -456,6 +456,18 @@ def test_the_harmony_study_lever_table_pairs_each_lever(tmp_path: Path) -> None:
     assert study["lever_table"](results, tmp_path / "none") == ""
 
 
+def test_the_harmony_study_states_its_evaluation_noise() -> None:
+    """The binomial standard error of a cell's mean success over tasks, and
+    of a paired difference, at the goals run and at 50."""
+    study = runpy.run_path(str(ROOT / "examples" / "harmony_study.py"))
+    half = {"budget": {"eval_episodes": 20}, "success": {"a": 0.5, "b": 0.5}}
+    solved = {"budget": {"eval_episodes": 20}, "success": {"a": 1.0, "b": 0.0}}
+    text = study["_evaluation_noise"]([half, solved])
+    # half: 100 * sqrt(2 * 0.25 / 20) / 2 = 7.91; solved: 0; mean 3.95
+    assert "mean success 3.95 points (range 0.00-7.91)" in text
+    assert "paired difference 5.59; with 50 goals per task 3.54." in text
+
+
 # -------------------------------------------------- resuming a stopped cell
 
 #: HarmoDT-F rewiring every 2 steps: mask updates on both sides of a stop

@@ -160,6 +160,10 @@ def test_train_writes_model_run_file_logs_and_plots(tiny_run: TinyRun) -> None:
     returns = read_csv(tiny_run.run_dir / "return_mean.csv")
     assert returns[-1][2] == pytest.approx(run["final"]["return_mean"])
     assert (tiny_run.run_dir / "model_4.d3").is_file()  # d3rlpy's snapshot
+    # the training speed: 1 / the mean of d3rlpy's per-epoch time_step
+    step_times = [v for _, _, v in read_csv(tiny_run.run_dir / "time_step.csv")]
+    assert run["train_steps_per_s"] == pytest.approx(1 / np.mean(step_times), 0.01)
+    assert f"training speed: {run['train_steps_per_s']:g} steps/s" in tiny_run.stdout
 
     for name in ("learning_curve.png", "task_success.png"):
         assert (tiny_run.run_dir / name).read_bytes()[:8] == PNG_MAGIC

@@ -427,8 +427,9 @@ def test_evaluators_are_called_every_epoch_and_logged(tmp_path: Path) -> None:
     def per_task(a: HarmoDT) -> dict[str, float]:
         return {f"score_{t}": float(i) for i, t in enumerate(a.task_names)}
 
+    algo = HarmoDT(small())
     fit(
-        HarmoDT(small()),
+        algo,
         synthetic(),
         n_steps=6,
         n_steps_per_epoch=3,
@@ -442,6 +443,13 @@ def test_evaluators_are_called_every_epoch_and_logged(tmp_path: Path) -> None:
     rows = (logdir / "scalar.csv").read_text().strip().splitlines()
     assert len(rows) == 2 and rows[-1].endswith("0.5")
     assert (logdir / "score_task-2.csv").read_text().strip().endswith("2.0")
+    # the epoch means d3rlpy's fit would return, as logged
+    epochs = algo.epoch_metrics
+    assert [e for e, _ in epochs] == [1, 2]
+    assert [m["scalar"] for _, m in epochs] == [0.5, 0.5]
+    losses = (logdir / "loss.csv").read_text().strip().splitlines()
+    assert [float(r.split(",")[2]) for r in losses] == [m["loss"] for _, m in epochs]
+    assert all(m["time_step"] > 0 for _, m in epochs)
 
 
 def test_same_seed_same_training_curve_whatever_the_global_rng() -> None:
