@@ -160,6 +160,21 @@ def _cells(
     return out
 
 
+def _header(columns: str, aligns: str, what: str, refs: tuple[str, ...]) -> list[str]:
+    """A markdown header: the leading columns, then one paired column per
+    reference."""
+    paired = " | ".join(f"Δ {what}vs {r} (95 % CI)" for r in refs)
+    return [f"| {columns} | {paired} |", f"|{aligns}" + "---:|" * len(refs)]
+
+
+def _success(by_seed: dict[int, dict[str, Any]]) -> tuple[str, str]:
+    """(mean ± sample std, the per-seed values) of success in %."""
+    success = np.array([100 * by_seed[s]["success_mean"] for s in sorted(by_seed)])
+    mean, sd, *_ = mean_ci(success)  # std with ddof 1 (sample)
+    spread = f"{mean:.1f} ± {sd:.1f}" if len(success) > 1 else f"{mean:.1f}"
+    return spread, ", ".join(f"{v:.1f}" for v in success)
+
+
 def lever_table(results: Path, levers: Path) -> str:
     """Each lever's cells paired against HarmoDT+, the controls and its base
     preset (empty if none ran)."""
@@ -172,26 +187,20 @@ def lever_table(results: Path, levers: Path) -> str:
     if not names:
         return ""
     refs = LEVER_REFERENCES
-    rows = [
-        "| lever cell | seeds | success % (mean ± std) | per seed | mean return | "
-        + " | ".join(f"Δ vs {r} (95 % CI)" for r in refs)
-        + " |",
-        "|---|---:|---:|---|---:|" + "---:|" * len(refs),
-    ]
+    rows = _header(
+        "lever cell | seeds | success % (mean ± std) | per seed | mean return",
+        "---|---:|---:|---|---:|",
+        "",
+        refs,
+    )
     for name in names:
         by_seed = cells[name]
-        seeds = sorted(by_seed)
-        success = np.array([100 * by_seed[s]["success_mean"] for s in seeds])
-        mean, sd, *_ = mean_ci(success)
-        spread = f"{mean:.1f} ± {sd:.1f}" if len(seeds) > 1 else f"{mean:.1f}"
-        returns = np.mean([by_seed[s]["return_mean"] for s in seeds])
+        spread, per_seed = _success(by_seed)
+        returns = np.mean([c["return_mean"] for c in by_seed.values()])
         deltas = [_paired(cells, name, r, "success_mean", 100) for r in refs]
         rows.append(
-            f"| {LEVERS[name][0]} | {len(seeds)} | {spread} | "
-            + ", ".join(f"{v:.1f}" for v in success)
-            + f" | {returns:.0f} | "
-            + " | ".join(deltas)
-            + " |"
+            f"| {LEVERS[name][0]} | {len(by_seed)} | {spread} | {per_seed} | "
+            f"{returns:.0f} | " + " | ".join(deltas) + " |"
         )
     every = [c for name in names for c in cells[name].values()]
     hours = sum(c["train_time_s"] + c["eval_time_s"] for c in every) / 3600
@@ -201,20 +210,19 @@ def lever_table(results: Path, levers: Path) -> str:
 
 def table(results: Path) -> str:
     cells = _cells(results)
-    lines = [
-        "| method | seeds | success % (mean ± std) | per seed | train min/cell | "
-        "mask turnover | "
-        + " | ".join(f"Δ vs {r} (95 % CI)" for r in REFERENCES)
-        + " |",
-        "|---|---:|---:|---|---:|---:|" + "---:|" * len(REFERENCES),
-    ]
+    lines = _header(
+        "method | seeds | success % (mean ± std) | per seed | train min/cell | "
+        "mask turnover",
+        "---|---:|---:|---|---:|---:|",
+        "",
+        REFERENCES,
+    )
     for method in METHODS:
         by_seed = cells.get(method, {})
         if not by_seed:
             continue
         seeds = sorted(by_seed)
-        success = np.array([100 * by_seed[s]["success_mean"] for s in seeds])
-        mean, sd, *_ = mean_ci(success)  # std with ddof 1 (sample)
+        spread, per_seed = _success(by_seed)
         train = np.mean(list(_train_times(by_seed, method).values())) / 60
         masks = [by_seed[s].get("masks") or {} for s in seeds]
         turnover = (
@@ -225,8 +233,6 @@ def table(results: Path) -> str:
         deltas = [
             _paired(cells, method, ref, "success_mean", 100) for ref in REFERENCES
         ]
-        per_seed = ", ".join(f"{v:.1f}" for v in success)
-        spread = f"{mean:.1f} ± {sd:.1f}" if len(seeds) > 1 else f"{mean:.1f}"
         lines.append(
             f"| {by_seed[seeds[0]]['label']} | {len(seeds)} | {spread} | "
             f"{per_seed} | {train:.1f} | {turnover} | " + " | ".join(deltas) + " |"
@@ -312,12 +318,7 @@ def _paired(
 
 def _return_rows(cells: dict[str, dict[int, dict[str, Any]]]) -> str:
     """The finer measure: mean episode return, paired against the references."""
-    rows = [
-        "| method | mean return | "
-        + " | ".join(f"Δ return vs {r} (95 % CI)" for r in REFERENCES)
-        + " |",
-        "|---|---:|" + "---:|" * len(REFERENCES),
-    ]
+    rows = _header("method | mean return", "---|---:|", "return ", REFERENCES)
     for method in METHODS:
         by_seed = cells.get(method, {})
         if not by_seed:
