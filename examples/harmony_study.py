@@ -85,7 +85,15 @@ LEVERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
 }
 LEVER_RESULTS = "results/study-levers"
-LEVER_REFERENCES = ("harmodt-plus", "sparse-static", "mtdt", "harmodt-f-release")
+#: each lever row is paired against these (a lever's own name included: the
+#: two levers against each other isolate leave-one-out + rank)
+LEVER_REFERENCES = (
+    "harmodt-plus",
+    "sparse-static",
+    "mtdt",
+    "harmodt-f-release",
+    "release-noprompt",
+)
 
 
 def _run(
