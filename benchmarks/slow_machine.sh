@@ -18,7 +18,9 @@ fi
 factor=$1
 shift
 period=100000
-quota=$(awk -v n="$(nproc)" -v f="$factor" -v p="$period" \
+# the cores this process may use (nproc alone would follow OMP_NUM_THREADS)
+cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+quota=$(awk -v n="$cores" -v f="$factor" -v p="$period" \
     'BEGIN { if (f <= 1) exit 1; printf "%d", n * p / f }') || {
     echo "$0: FACTOR must be > 1, got $factor" >&2
     exit 2
@@ -41,7 +43,7 @@ else
     exit 2
 fi
 trap 'rmdir "$group" 2>/dev/null || true' EXIT
-echo "$0: $(nproc) cores / $factor = $quota/$period CPU for: $*" >&2
+echo "$0: $cores cores / $factor = $quota/$period CPU for: $*" >&2
 status=0
 (echo "$BASHPID" >"$procs" && exec "$@") || status=$?
 exit "$status"
