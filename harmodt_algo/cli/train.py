@@ -501,7 +501,8 @@ def _steps_per_second(fitted: list[tuple[int, dict[str, float]]]) -> float | Non
     """Training speed of this process's epochs: 1 / the mean of d3rlpy's
     ``time_step`` (sampling + update, without evaluation or logging)."""
     times = [metrics["time_step"] for _, metrics in fitted if "time_step" in metrics]
-    return round(len(times) / sum(times), 2) if times and sum(times) > 0 else None
+    total = sum(times)
+    return round(len(times) / total, 2) if total > 0 else None
 
 
 # --------------------------------------------------------------------------- #
