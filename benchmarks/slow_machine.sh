@@ -42,7 +42,16 @@ else
     echo "$0: no writable cgroup cpu controller (run as root on Linux)" >&2
     exit 2
 fi
-trap 'rmdir "$group" 2>/dev/null || true' EXIT
+remove_group() {
+    # children that outlive the command (a multiprocessing resource tracker,
+    # env workers) keep the group busy for a moment after it exits
+    for _ in $(seq 100); do
+        rmdir "$group" 2>/dev/null && return
+        sleep 0.1
+    done
+    echo "$0: $group still has processes; remove it with rmdir later" >&2
+}
+trap remove_group EXIT
 echo "$0: $cores cores / $factor = $quota/$period CPU for: $*" >&2
 status=0
 (echo "$BASHPID" >"$procs" && exec "$@") || status=$?
