@@ -26,6 +26,19 @@ quota=$(awk -v n="$cores" -v f="$factor" -v p="$period" \
     exit 2
 }
 name="harmodt-slow-$$"
+group=""
+remove_group() {
+    # children that outlive the command (a multiprocessing resource tracker,
+    # env workers) keep the group busy for a moment after it exits; set
+    # before the group's settings are written, so a failed write removes it too
+    [[ -n ${group:-} && -d $group ]] || return 0
+    for _ in $(seq 100); do
+        rmdir "$group" 2>/dev/null && return
+        sleep 0.1
+    done
+    echo "$0: $group still has processes; remove it with rmdir later" >&2
+}
+trap remove_group EXIT
 if [[ -d /sys/fs/cgroup/cpu && -w /sys/fs/cgroup/cpu ]]; then  # cgroup v1
     group=/sys/fs/cgroup/cpu/$name
     mkdir "$group"
@@ -42,16 +55,6 @@ else
     echo "$0: no writable cgroup cpu controller (run as root on Linux)" >&2
     exit 2
 fi
-remove_group() {
-    # children that outlive the command (a multiprocessing resource tracker,
-    # env workers) keep the group busy for a moment after it exits
-    for _ in $(seq 100); do
-        rmdir "$group" 2>/dev/null && return
-        sleep 0.1
-    done
-    echo "$0: $group still has processes; remove it with rmdir later" >&2
-}
-trap remove_group EXIT
 echo "$0: $cores cores / $factor = $quota/$period CPU for: $*" >&2
 status=0
 (echo "$BASHPID" >"$procs" && exec "$@") || status=$?
