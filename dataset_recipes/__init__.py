@@ -7,6 +7,8 @@ Public API (see ``docs/recipes.md``):
 * :func:`make_env` - rebuild a task's evaluation environment from a dataset;
 * :func:`list_suites`, :func:`all_tasks`, :data:`QUALITIES` - the choices;
 * :func:`measure_quality` - measure a quality level without writing a dataset;
+* :func:`build_replay_datasets` - record a SAC learner per task (the ``replay``
+  quality: ``near-optimal-replay`` and ``sub-optimal-replay``);
 * :class:`RecipeError` - bad input (a ``ValueError``).
 
 Heavy imports (metaworld, minari, mujoco) happen lazily inside the functions.
@@ -21,16 +23,38 @@ from .builder import (  # noqa: E402
     measure_quality,
     stats_of,
 )
-from .card import TaskStats  # noqa: E402
+from .card import LearnerCurve, TaskStats  # noqa: E402
 from .envs import make_env  # noqa: E402
 from .errors import BuildInterrupted, RecipeError  # noqa: E402
 from .ids import RecipeId, dataset_id, parse_dataset_id  # noqa: E402
-from .qualities import QUALITIES, QUALITY_NAMES, Quality, get_quality  # noqa: E402
+from .qualities import (  # noqa: E402
+    QUALITIES,
+    QUALITY_NAMES,
+    REPLAY_DATASETS,
+    REPLAY_QUALITY,
+    Quality,
+    get_quality,
+)
+from .replay import SACSettings  # noqa: E402
+from .replay_build import (  # noqa: E402
+    DEFAULT_ENV_STEPS_PER_TASK,
+    ReplayBuildResult,
+    build_replay_datasets,
+    replay_dataset_ids,
+)
 from .suites import SUITE_NAMES, all_tasks, list_suites, resolve_tasks  # noqa: E402
 
 __all__ = [
+    "DEFAULT_ENV_STEPS_PER_TASK",
     "QUALITIES",
     "QUALITY_NAMES",
+    "REPLAY_DATASETS",
+    "REPLAY_QUALITY",
+    "LearnerCurve",
+    "ReplayBuildResult",
+    "SACSettings",
+    "build_replay_datasets",
+    "replay_dataset_ids",
     "SUITE_NAMES",
     "BuildInterrupted",
     "BuildResult",

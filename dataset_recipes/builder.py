@@ -439,7 +439,12 @@ def _requirements() -> list[str]:
     return reqs
 
 
-def _episode_buffers(path: str, task_id: int, task: str, width: int) -> list[Any]:
+def _episode_buffers(
+    path: str, task_id: int, task: str, width: int, count: int | None = None
+) -> list[Any]:
+    """Minari episode buffers of a staged chunk (its first ``count`` episodes,
+    all by default). A learner's chunk (the replay quality) also carries each
+    step's ``episode_index`` and ``learner_step`` in ``infos``."""
     from minari.data_collector import EpisodeBuffer
 
     buffers = []
@@ -448,14 +453,31 @@ def _episode_buffers(path: str, task_id: int, task: str, width: int) -> list[Any
         obs, act, rew = z["observations"], z["actions"], z["rewards"]
         term, trunc, succ = z["terminations"], z["truncations"], z["success"]
         lengths = z["lengths"]
+        learner = schema.INFO_LEARNER_STEP in z.files
         o = s = 0
-        for k, length in enumerate(lengths):
+        for k, length in enumerate(lengths[:count]):
             length = int(length)
+            index = int(z["episode_index"][k])
             infos = {
                 schema.INFO_TASK_ID: np.full(length + 1, task_id, dtype=np.int64),
                 schema.INFO_TASK_NAME: np.full(length + 1, name, dtype=f"S{width}"),
                 schema.INFO_SUCCESS: succ[o : o + length + 1].astype(np.float32),
             }
+            options: dict[str, Any] = {
+                "episode_index": index,
+                "make_seed": int(z["make_seed"][k]),
+                "goal_index": int(z["goal_index"][k]),
+            }
+            if learner:
+                first_step = int(z[schema.INFO_LEARNER_STEP][k])
+                infos[schema.INFO_EPISODE_INDEX] = np.full(length + 1, index, np.int64)
+                infos[schema.INFO_LEARNER_STEP] = first_step + np.arange(
+                    length + 1, dtype=np.int64
+                )
+                options[schema.INFO_LEARNER_STEP] = first_step
+            else:
+                options["degraded"] = int(z["degraded"][k])
+                options["noise_std"] = float(z["noise_std"][k])
             buffers.append(
                 EpisodeBuffer(
                     observations=obs[o : o + length + 1],
@@ -464,13 +486,7 @@ def _episode_buffers(path: str, task_id: int, task: str, width: int) -> list[Any
                     terminations=term[s : s + length],
                     truncations=trunc[s : s + length],
                     infos=infos,
-                    options={
-                        "episode_index": int(z["episode_index"][k]),
-                        "make_seed": int(z["make_seed"][k]),
-                        "goal_index": int(z["goal_index"][k]),
-                        "degraded": int(z["degraded"][k]),
-                        "noise_std": float(z["noise_std"][k]),
-                    },
+                    options=options,
                 )
             )
             o += length + 1
@@ -498,6 +514,80 @@ def _default_command(plan: _Plan, dataset: str, default_id: str) -> str:
     return shlex.join(parts)
 
 
+@dataclass(frozen=True)
+class MinariWrite:
+    """What one recipe dataset is written from: the staged chunks of each task
+    (with how many of their episodes to take), and what it says about itself."""
+
+    dataset: str
+    tasks: tuple[str, ...]
+    seed: int
+    max_episode_steps: int
+    chunks: dict[str, list[tuple[str, int]]]  # task -> [(chunk path, episodes)]
+    refs: dict[str, dict[str, float]]
+    card: str
+    env_meta: dict[str, Any]
+    algorithm_name: str
+    author: str
+    code_permalink: str
+    metadata: dict[str, Any]  # recipe-specific metadata entries
+
+
+def write_minari(assemble_root: Path, spec: MinariWrite) -> Path:
+    """Write ``spec`` as a Minari dataset under ``assemble_root``; returns its
+    folder (published later with one rename)."""
+    import minari
+
+    tasks = spec.tasks
+    ref_min = float(np.mean([spec.refs[t]["ref_min_score"] for t in tasks]))
+    ref_max = float(np.mean([spec.refs[t]["ref_max_score"] for t in tasks]))
+    train_spec = eval_spec = None
+    if len(tasks) == 1:
+        task = tasks[0]
+        train_spec = env_spec_from_dict(
+            env_spec_dict(
+                task, train_make_seeds(spec.seed, 1)[0], spec.max_episode_steps
+            )
+        )
+        eval_spec = env_spec_from_dict(spec.env_meta["tasks"][task])
+    with _minari_root(assemble_root), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = minari.create_dataset_from_buffers(
+            spec.dataset,
+            [],
+            env=train_spec,
+            eval_env=eval_spec,
+            algorithm_name=spec.algorithm_name,
+            author=spec.author,
+            code_permalink=spec.code_permalink,
+            action_space=ACTION_SPACE,
+            observation_space=OBSERVATION_SPACE,
+            ref_min_score=ref_min,
+            ref_max_score=ref_max,
+            num_episodes_average_score=REF_EPISODES,
+            description=spec.card,
+            requirements=_requirements(),
+        )
+        width = max(len(t) for t in tasks)  # one fixed-width |S dtype
+        for task_id, task in enumerate(tasks):
+            for path, count in spec.chunks[task]:
+                ds.storage.update_episodes(
+                    _episode_buffers(path, task_id, task, width, count)
+                )
+        ds.storage.update_metadata(
+            {
+                schema.METADATA_TASKS: list(tasks),
+                schema.METADATA_ENV: spec.env_meta,
+                schema.METADATA_REF_SCORES: spec.refs,
+                **spec.metadata,
+                "ref_min_score": ref_min,
+                "ref_max_score": ref_max,
+                "num_episodes_average_score": REF_EPISODES,
+            }
+        )
+    return assemble_root / spec.dataset
+
+
 def _write_minari(
     assemble_root: Path,
     dataset: str,
@@ -511,63 +601,38 @@ def _write_minari(
     code_permalink: str,
     command: str,
 ) -> Path:
-    import minari
-
-    ref_min = float(np.mean([refs[t]["ref_min_score"] for t in plan.tasks]))
-    ref_max = float(np.mean([refs[t]["ref_max_score"] for t in plan.tasks]))
-    single = len(plan.tasks) == 1
-    train_spec = eval_spec = None
-    if single:
-        task = plan.tasks[0]
-        train_spec = env_spec_from_dict(
-            env_spec_dict(
-                task, train_make_seeds(plan.seed, 1)[0], plan.max_episode_steps
-            )
-        )
-        eval_spec = env_spec_from_dict(env_meta["tasks"][task])
-    with _minari_root(assemble_root), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = minari.create_dataset_from_buffers(
-            dataset,
-            [],
-            env=train_spec,
-            eval_env=eval_spec,
-            algorithm_name=ALGORITHM_NAME,
-            author=author,
-            code_permalink=code_permalink,
-            action_space=ACTION_SPACE,
-            observation_space=OBSERVATION_SPACE,
-            ref_min_score=ref_min,
-            ref_max_score=ref_max,
-            num_episodes_average_score=REF_EPISODES,
-            description=card,
-            requirements=_requirements(),
-        )
-        width = max(len(t) for t in plan.tasks)  # one fixed-width |S dtype
-        for task_id, task in enumerate(plan.tasks):
-            for it in items:
-                if it.kind == "episodes" and it.task == task:
-                    buffers = _episode_buffers(it.path, task_id, task, width)
-                    ds.storage.update_episodes(buffers)
-        ds.storage.update_metadata(
-            {
-                schema.METADATA_TASKS: list(plan.tasks),
-                schema.METADATA_ENV: env_meta,
-                schema.METADATA_STATS: {s.task: s.to_json() for s in stats},
-                schema.METADATA_REF_SCORES: refs,
-                schema.METADATA_RECIPE: {
-                    **plan.params(),
-                    "suite": plan.suite,
-                    "package_version": __version__,
-                    "command": command,
-                    "success_band": plan.quality.success_band,
-                },
-                "ref_min_score": ref_min,
-                "ref_max_score": ref_max,
-                "num_episodes_average_score": REF_EPISODES,
-            }
-        )
-    return assemble_root / dataset
+    chunks = {
+        task: [
+            (it.path, it.count)
+            for it in items
+            if it.kind == "episodes" and it.task == task
+        ]
+        for task in plan.tasks
+    }
+    spec = MinariWrite(
+        dataset=dataset,
+        tasks=plan.tasks,
+        seed=plan.seed,
+        max_episode_steps=plan.max_episode_steps,
+        chunks=chunks,
+        refs=refs,
+        card=card,
+        env_meta=env_meta,
+        algorithm_name=ALGORITHM_NAME,
+        author=author,
+        code_permalink=code_permalink,
+        metadata={
+            schema.METADATA_STATS: {s.task: s.to_json() for s in stats},
+            schema.METADATA_RECIPE: {
+                **plan.params(),
+                "suite": plan.suite,
+                "package_version": __version__,
+                "command": command,
+                "success_band": plan.quality.success_band,
+            },
+        },
+    )
+    return write_minari(assemble_root, spec)
 
 
 def _publish(

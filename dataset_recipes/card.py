@@ -227,3 +227,143 @@ def print_card(
         console.print(Markdown(after))
     else:
         console.print(Markdown(card))
+
+
+# --------------------------------------------------------------- replay cards
+
+
+@dataclass(frozen=True)
+class LearnerCurve:
+    """How one task's SAC learner progressed over its budget (replay quality)."""
+
+    task: str
+    env_steps: int
+    episodes: int
+    data_success_by_tenth: tuple[float, ...]  # success of the recorded episodes
+    greedy_after_episodes: tuple[int, ...]  # when the greedy policy was measured
+    greedy_success: tuple[float, ...]  # on held-out goals, at those points
+    cpu_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LearnerCurve:
+        values = {k: data[k] for k in cls.__dataclass_fields__}
+        for key in ("data_success_by_tenth", "greedy_after_episodes", "greedy_success"):
+            values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{x:.0%}"
+
+
+def learner_markdown(curves: Sequence[LearnerCurve]) -> str:
+    """Per task: budget, CPU time, success of the data per tenth of the
+    budget and of the greedy policy at the end of each tenth."""
+    tenths = " | ".join(f"{k}/10" for k in range(1, 11))
+    head = f"| task | env steps | episodes | CPU h | | {tenths} |"
+    sep = "|---|---:|---:|---:|---|" + "---:|" * 10
+    rows = [head, sep]
+    for c in curves:
+        data = " | ".join(_pct(x) for x in c.data_success_by_tenth)
+        greedy = " | ".join(_pct(x) for x in c.greedy_success)
+        rows.append(
+            f"| {c.task} | {c.env_steps:,} | {c.episodes} | "
+            f"{c.cpu_seconds / 3600:.2f} | data | {data} |"
+        )
+        rows.append(f"| | | | | greedy | {greedy} |")
+    return "\n".join(rows)
+
+
+def render_replay_card(
+    *,
+    dataset_id: str,
+    kind: str,
+    tasks: Sequence[str],
+    suite: str | None,
+    seed: int,
+    episodes: int,
+    episodes_run: int,
+    max_episode_steps: int,
+    sac_description: str,
+    eval_episodes: int,
+    stats: Sequence[TaskStats],
+    curves: Sequence[LearnerCurve],
+    env_meta: Mapping[str, Any],
+    command: str,
+    package_version: str,
+    recipe_version: int,
+) -> str:
+    """The markdown description of a replay dataset."""
+    kind_txt = "Multi-task" if len(tasks) > 1 else "Single-task"
+    suite_txt = f" ({suite})" if suite else ""
+    total = len(tasks) * episodes * max_episode_steps
+    share = (
+        "every episode the learner collected, in order (random warm-up to the "
+        "end of its budget)"
+        if episodes == episodes_run
+        else f"the first {episodes} of the {episodes_run} episodes each task's "
+        "learner collected, in order (the first half of its replay buffer)"
+    )
+    cpu = sum(c.cpu_seconds for c in curves) / 3600
+    n_tasks = len(tasks)
+    return f"""{kind_txt} offline dataset of Meta-World v3: {n_tasks} task(s)\
+{suite_txt}, **{kind}**: {share}; {episodes} episodes per task of \
+{max_episode_steps} steps ({total:,} transitions), recipe seed {seed}. Built \
+by the recipe `dataset_recipes` {package_version} (replay recipe v{recipe_version}).
+
+### Behaviour policy: a SAC learner
+
+Per task, {sac_description} Trained online from scratch for \
+{episodes_run * max_episode_steps:,} environment steps on the task's training \
+goals; every episode it collected is recorded with the actions it executed. \
+The published tables use the same kind of data at about 1 M steps per task \
+(Meta-World v2); this budget is smaller, see the learner table.
+
+### Reproducibility
+
+The same command on the same machine gives the same arrays: the learner runs \
+in one torch thread with seeded RNGs and resumes from exact checkpoints. \
+Across CPUs or library versions the floating-point results of the networks \
+may differ, and with them the whole run.
+
+### Goals and evaluation
+
+Meta-World ignores reset seeds; goals come from the make-seed. \
+{env_meta["goal_rule"]}. Training make-seeds: {env_meta["train_make_seeds"]}; \
+evaluation make-seed: {env_meta["eval_make_seed"]}. Rebuild the evaluation \
+environment of any task with `dataset_recipes.make_env(dataset, task_name)`.
+
+### Layout
+
+Observations float32 (39,), T+1 per episode; actions float32 (4,). Per-step \
+infos: `{schema.INFO_TASK_ID}`, `{schema.INFO_TASK_NAME}`, `{schema.INFO_SUCCESS}` \
+(as every recipe dataset), `{schema.INFO_EPISODE_INDEX}` (the episode's index \
+in the learner's run) and `{schema.INFO_LEARNER_STEP}` (environment steps the \
+learner had taken before this step). Metadata `{schema.METADATA_LEARNER}` holds \
+SAC's settings and the learner table below.
+
+### Measured per-task statistics
+
+Success = success at any step of the episode (the standard Meta-World metric); \
+reference scores: mean return of a uniform random policy (min) and of the \
+noise-free scripted expert (max) on held-out evaluation goals.
+
+{stats_markdown(stats)}
+
+### The learner over its budget
+
+Success of the recorded episodes per tenth of the budget (data), and of the \
+learner's deterministic policy on {eval_episodes} held-out goals at the end of \
+each tenth (greedy). CPU time: {cpu:.2f} CPU-hours in all.
+
+{learner_markdown(curves)}
+
+### Reproduce
+
+```
+{command}
+```
+"""

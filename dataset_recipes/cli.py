@@ -9,6 +9,8 @@ Subcommands::
 
     harmodt-recipes metaworld --suite MT10 --quality near-optimal \
         --episodes-per-task 100 --workers 2 --seed 0
+    harmodt-recipes metaworld --suite MT5 --quality replay \
+        --env-steps-per-task 200000 --workers 2
     harmodt-recipes show metaworld-v3/mt10/near-optimal-v0
     harmodt-recipes list
     harmodt-recipes calibrate --suite MT10 --quality sub-optimal --episodes-per-task 10
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.markdown import Markdown
@@ -32,7 +35,7 @@ from .commandline import (
     run_command,
 )
 from .errors import BuildInterrupted, RecipeError
-from .qualities import QUALITIES, QUALITY_NAMES
+from .qualities import QUALITIES, QUALITY_NAMES, REPLAY_QUALITY
 from .suites import SUITE_NAMES, all_tasks, list_suites
 
 PROG = "harmodt-recipes"
@@ -54,14 +57,17 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--quality",
             default="near-optimal",
-            help=f"one of {', '.join(QUALITY_NAMES)} (default: near-optimal)",
+            help=f"one of {', '.join(QUALITY_NAMES)}, or {REPLAY_QUALITY} (a SAC "
+            "learner's replay buffer; metaworld only) (default: near-optimal)",
         )
         p.add_argument(
             "--episodes-per-task",
             type=int,
-            default=episodes_default,
-            help=f"episodes per task (default: {episodes_default})",
+            default=None,
+            help=f"episodes per task (default: {episodes_default}; not with "
+            f"--quality {REPLAY_QUALITY})",
         )
+        p.set_defaults(episodes_default=episodes_default)
         p.add_argument("--seed", type=int, default=0, help="recipe seed (default: 0)")
         p.add_argument(
             "--workers", type=int, default=1, help="worker processes (default: 1)"
@@ -76,6 +82,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "metaworld", help="build a Meta-World v3 dataset (resumable)"
     )
     add_recipe_args(build, 100)
+    build.add_argument(
+        "--env-steps-per-task",
+        type=int,
+        default=None,
+        help="the SAC learner's budget per task, with --quality replay (default: "
+        "200000, a multiple of 500)",
+    )
     build.add_argument("--dataset-id", help="override the default dataset id")
     build.add_argument(
         "--overwrite", action="store_true", help="replace an existing dataset"
@@ -85,6 +98,7 @@ def _build_parser() -> argparse.ArgumentParser:
     # Test-only hooks.
     build.add_argument("--chunk-episodes", type=int, default=10, help=argparse.SUPPRESS)
     build.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)
+    build.add_argument("--sac", help=argparse.SUPPRESS)  # SAC settings as JSON
 
     show = sub.add_parser("show", help="print the card of a local recipe dataset")
     show.add_argument("dataset_id")
@@ -98,9 +112,82 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _episodes(args: argparse.Namespace) -> int:
+    """--episodes-per-task, which the replay quality does not take."""
+    if args.quality == REPLAY_QUALITY:
+        if args.episodes_per_task is not None:
+            raise RecipeError(
+                f"--episodes-per-task does not apply to --quality {REPLAY_QUALITY}: "
+                "the learner's budget is --env-steps-per-task"
+            )
+        raise RecipeError(
+            f"--quality {REPLAY_QUALITY} is built by 'harmodt-recipes metaworld' only"
+        )
+    if getattr(args, "env_steps_per_task", None) is not None:
+        raise RecipeError(
+            f"--env-steps-per-task applies to --quality {REPLAY_QUALITY} only; "
+            f"--quality {args.quality} takes --episodes-per-task"
+        )
+    if args.episodes_per_task is None:
+        return int(args.episodes_default)
+    return int(args.episodes_per_task)
+
+
+def _cmd_replay(args: argparse.Namespace, out: Console) -> int:
+    from .replay import SACSettings
+    from .replay_build import DEFAULT_ENV_STEPS_PER_TASK, build_replay_datasets
+
+    if args.episodes_per_task is not None:
+        _episodes(args)  # raises: the option does not apply
+    for option, value in (("--dataset-id", args.dataset_id),):
+        if value is not None:
+            raise RecipeError(
+                f"{option} does not apply to --quality {REPLAY_QUALITY}: one build "
+                "writes two datasets, near-optimal-replay and sub-optimal-replay"
+            )
+    if args.stop_after_chunks is not None:
+        raise RecipeError("--stop-after-chunks does not apply to --quality replay")
+    kwargs: dict[str, Any] = {}
+    if args.author:
+        kwargs["author"] = args.author
+    if args.code_permalink:
+        kwargs["code_permalink"] = args.code_permalink
+    if args.sac is not None:
+        kwargs["sac"] = SACSettings.from_json(args.sac)
+    steps = args.env_steps_per_task
+    result = build_replay_datasets(
+        suite=args.suite,
+        tasks=args.tasks,
+        env_steps_per_task=DEFAULT_ENV_STEPS_PER_TASK if steps is None else steps,
+        seed=args.seed,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        max_episode_steps=args.max_episode_steps,
+        chunk_episodes=args.chunk_episodes,
+        progress=not args.no_progress,
+        **kwargs,
+    )
+    from .card import print_card
+
+    for ds in result.datasets:
+        out.print(Markdown(f"# {ds.dataset_id}"))
+        print_card(out, ds.card, list(ds.stats), None)
+        out.print(f"path: {ds.path}", highlight=False, soft_wrap=True)
+    out.print(
+        f"{len(result.tasks)} learner(s), {result.env_steps_per_task:,} env steps "
+        f"each: {result.cpu_seconds / 3600:.2f} CPU-hours, {result.seconds:.1f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
 def _cmd_metaworld(args: argparse.Namespace, out: Console) -> int:
     from . import builder
 
+    if args.quality == REPLAY_QUALITY:
+        return _cmd_replay(args, out)
+    episodes = _episodes(args)
     kwargs = {}
     if args.author:
         kwargs["author"] = args.author
@@ -110,7 +197,7 @@ def _cmd_metaworld(args: argparse.Namespace, out: Console) -> int:
         suite=args.suite,
         tasks=args.tasks,
         quality=args.quality,
-        episodes_per_task=args.episodes_per_task,
+        episodes_per_task=episodes,
         seed=args.seed,
         workers=args.workers,
         dataset_id=args.dataset_id,
@@ -197,7 +284,7 @@ def _cmd_calibrate(args: argparse.Namespace, out: Console) -> int:
         suite=args.suite,
         tasks=args.tasks,
         quality=args.quality,
-        episodes_per_task=args.episodes_per_task,
+        episodes_per_task=_episodes(args),
         seed=args.seed,
         workers=args.workers,
         max_episode_steps=args.max_episode_steps,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from . import schema
 from .errors import RecipeError
-from .qualities import QUALITY_NAMES, get_quality
+from .qualities import DATASET_KINDS, check_dataset_kind
 from .suites import FIXED_SUITES, all_tasks, parse_task_list, suite_of
 
 __all__ = [
@@ -40,8 +40,11 @@ def dataset_id(
       ``metaworld-v3/reach-v3/<quality>-v0``;
     * any other ordered task list: ``metaworld-v3/custom-<8 hex>/<quality>-v0``,
       the digest being the first 8 hex digits of sha256 of the comma-joined list.
+
+    ``quality`` is a quality level or a replay dataset name
+    (``near-optimal-replay``, ``sub-optimal-replay``).
     """
-    get_quality(quality)
+    check_dataset_kind(quality)
     if isinstance(suite_or_tasks, str):
         name = suite_or_tasks.strip()
         if name.upper() in FIXED_SUITES:
@@ -80,7 +83,7 @@ def parse_dataset_id(value: str) -> RecipeId | None:
     parser together, so do we): None for an id that is not a recipe's
     (another namespace, an unknown quality)."""
     match = _RECIPE_ID.fullmatch(value.strip())
-    if match is None or match.group(2) not in QUALITY_NAMES:
+    if match is None or match.group(2) not in DATASET_KINDS:
         return None
     group, quality, version = match.group(1), match.group(2), int(match.group(3))
     suite = group.upper() if group.upper() in FIXED_SUITES else None

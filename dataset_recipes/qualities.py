@@ -151,15 +151,41 @@ QUALITIES: dict[str, Quality] = {
 
 QUALITY_NAMES: tuple[str, ...] = tuple(QUALITIES)
 
+#: The quality that records a SAC learner (:mod:`dataset_recipes.replay`); one
+#: build of it writes the two datasets of :data:`REPLAY_DATASETS`.
+REPLAY_QUALITY = "replay"
+#: Replay dataset names and the share of each task's episodes they hold, in
+#: order: the whole buffer, and its first half (the paper's definitions).
+REPLAY_DATASETS: dict[str, float] = {
+    "near-optimal-replay": 1.0,
+    "sub-optimal-replay": 0.5,
+}
+#: Every name that can stand where a dataset id names its quality.
+DATASET_KINDS: tuple[str, ...] = (*QUALITY_NAMES, *REPLAY_DATASETS)
+
 
 def get_quality(name: str) -> Quality:
     """The :class:`Quality` called ``name``; :class:`RecipeError` naming the choices."""
     try:
         return QUALITIES[name]
     except KeyError:
+        hint = ""
+        if name == REPLAY_QUALITY or name in REPLAY_DATASETS:
+            hint = " (the replay quality is built by build_replay_datasets)"
         raise RecipeError(
             f"unknown quality {name!r}; valid qualities: {', '.join(QUALITY_NAMES)}"
+            f", {REPLAY_QUALITY}{hint}"
         ) from None
+
+
+def check_dataset_kind(name: str) -> str:
+    """``name`` if a recipe dataset id can carry it (a quality or a replay
+    dataset name); :class:`RecipeError` naming the choices otherwise."""
+    if name not in DATASET_KINDS:
+        raise RecipeError(
+            f"unknown dataset kind {name!r}; valid: {', '.join(DATASET_KINDS)}"
+        )
+    return name
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,10 @@ from __future__ import annotations
 INFO_TASK_ID = "task_id"
 INFO_TASK_NAME = "task_name"
 INFO_SUCCESS = "success"
+#: Replay datasets only (a learner's buffer): the episode's index in the
+#: learner's run and, per step, the env steps the learner had taken before it.
+INFO_EPISODE_INDEX = "episode_index"
+INFO_LEARNER_STEP = "learner_step"
 
 METADATA_TASKS = "task_names"
 METADATA_ENV = "metaworld_env"
@@ -37,3 +41,6 @@ NAMESPACE = "metaworld-v3"
 METADATA_REF_SCORES = "task_ref_scores"
 #: How the dataset was made: recipe version, quality, seed, episodes, command.
 METADATA_RECIPE = "recipe"
+#: Replay datasets only: the learner's settings and, per task, its progress
+#: (success per tenth of the budget, greedy-policy success, CPU time).
+METADATA_LEARNER = "learner"
