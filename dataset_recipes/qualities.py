@@ -183,7 +183,7 @@ def check_dataset_kind(name: str) -> str:
     dataset name); :class:`RecipeError` naming the choices otherwise."""
     if name not in DATASET_KINDS:
         raise RecipeError(
-            f"unknown dataset kind {name!r}; valid: {', '.join(DATASET_KINDS)}"
+            f"unknown quality {name!r}; valid: {', '.join(DATASET_KINDS)}"
         )
     return name
 

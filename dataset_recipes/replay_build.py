@@ -449,7 +449,7 @@ def _assemble(
                 schema.METADATA_STATS: {s.task: s.to_json() for s in stats},
                 schema.METADATA_RECIPE: {
                     **plan.params(),
-                    "dataset": name,
+                    "quality": name,  # as the id says; the recipe's is "replay"
                     "episodes_in_dataset": count,
                     "suite": plan.suite,
                     "package_version": __version__,

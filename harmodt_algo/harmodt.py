@@ -145,7 +145,17 @@ class HarmoDTConfig(TransformerConfig):
       (x / median|x| per task), applied to both drop terms so that γ weighs
       them the same for every importance kind;
     - ``protect_1d``: 1-D parameters (biases, LayerNorm gains) are never
-      dropped.
+      dropped;
+    - ``shared_update_masks``: the layers outside the blocks (embeddings,
+      LayerNorms outside the blocks, the action head) get per-task *update*
+      masks, as the release's embeddings and heads: every task runs them
+      whole, but a task's step only moves its own entries of them, and those
+      entries take part in the same drop and grow (one top-k over blocks and
+      shared layers; ERK over both). Exact under ``round_robin``; in a mixed
+      batch an entry moves when any of the batch's tasks holds it;
+    - ``block_growth``: False makes the blocks prune-only (what the release
+      does in effect, spec §6): entries are dropped anywhere but grown only
+      in the shared layers, so block density falls over the run.
 
     Training: ``task_schedule`` round_robin (one task per step, as the
     release) or mixed (balanced tasks in every batch); ``precision`` fp32 or
@@ -192,6 +202,8 @@ class HarmoDTConfig(TransformerConfig):
     harmony_grad_clip: float = 0.0
     score_normalization: str = "none"
     protect_1d: bool = True
+    shared_update_masks: bool = False
+    block_growth: bool = True
     accumulator_dtype: str = "float32"
     task_schedule: str = "round_robin"
     precision: str = "fp32"
@@ -276,6 +288,16 @@ class HarmoDTConfig(TransformerConfig):
                 f"embed_size ({self.embed_size}) must be divisible by num_heads "
                 f"({self.num_heads})"
             )
+        if (
+            self.shared_update_masks
+            and self.harmony_estimator == "accumulated"
+            and self.task_schedule != "round_robin"
+        ):
+            raise ValueError(
+                "shared_update_masks with the accumulated estimator needs "
+                "task_schedule='round_robin' (a mixed batch's shared-layer "
+                "gradient cannot be split by task); use harmony_estimator='batch'"
+            )
         if len(set(self.task_names)) != len(self.task_names):
             raise ValueError(f"task_names has duplicates: {self.task_names}")
 
@@ -285,6 +307,31 @@ class HarmoDTConfig(TransformerConfig):
 #: Updates every 100 steps (the release: 500 of 10^6 steps) so that a
 #: CPU-sized run still makes tens of updates.
 RELEASE_SIZED: dict[str, Any] = {"change_count": 100, "mask_interval": 100}
+
+#: The authors' release (charleshsc/HarmoDT) setting by setting; where each
+#: comes from (file:line of its main.py, prompt_dt/fl_utils.py and
+#: prompt_dt/prompt_seq_trainer.py) is in the README's preset table.
+RELEASE_REGIME: dict[str, Any] = {
+    "importance": "fisher",  # --select fisher
+    "harmony_gamma": 10.0,  # --gamma 10
+    "batch_size": 8,  # --batch_size 8
+    "task_schedule": "round_robin",  # env_id = iter % num_env
+    "mask_init": "erk",  # ERK_maskinit, drawn anew per task (mode "random")
+    "sparsity": 0.2,  # --sparsity 0.2
+    "shared_update_masks": True,  # embed*/predict* masked in the update only
+    "block_growth": False,  # block growth is blind: it lands in the shared layers
+    "protect_1d": False,  # every parameter's mask takes part
+    "mask_interval": 500,  # --mask_interval 500
+    "change_count": 100,  # --eta_max 100: int(100·sin²(π·s/S)) per task
+    "change_schedule": "cosine",
+    "harmony_estimator": "batch",  # update_gradient: one fresh batch per task
+    "mask_batch_size": 8,  # that batch has the training batch size
+    "harmony_dropout": True,  # model.train() during update_gradient
+    "harmony_grad_clip": 0.25,  # clip_grad_norm_(..., .25) before the gradient
+    "harmony_leave_one_out": False,  # the consensus includes the task's own
+    "score_normalization": "none",  # raw gamma·h + g²
+    "prompt_length": 5,  # --prompt-length 5, from the training trajectories
+}
 
 #: Named variants and baselines; each is one line for a user:
 #: ``HarmoDT.from_preset("mtdt")``. Settings not listed are the config's
@@ -298,10 +345,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "harmodt-f-v0": {"importance": "fisher", "protect_1d": False},
     # HarmoDT-F with the release-sized change per update
     "harmodt-f-release": {"importance": "fisher", **RELEASE_SIZED},
-    # the low-noise update of issue 9, fixed before the study ran: running-mean
-    # gradients, leave-one-out consensus, rank-normalised drop score,
-    # release-sized changes, masks as the only task signal (no prompt)
+    # the low-noise update of issue 9: running-mean gradients, leave-one-out
+    # consensus, release-sized changes, masks as the only task signal (no
+    # prompt), and a drop score normalised by scale, so that the most
+    # conflicting entries are the first dropped
     "harmodt-plus": {
+        "importance": "fisher",
+        "harmony_estimator": "accumulated",
+        "harmony_leave_one_out": True,
+        "score_normalization": "scale",
+        "prompt_length": 0,
+        **RELEASE_SIZED,
+    },
+    # exactly what the committed MT10 study ran as HarmoDT+: its rank-normalised
+    # score lets the importance rank protect strong conflicts (issue 20)
+    "harmodt-plus-v0": {
         "importance": "fisher",
         "harmony_estimator": "accumulated",
         "harmony_leave_one_out": True,
@@ -309,6 +367,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "prompt_length": 0,
         **RELEASE_SIZED,
     },
+    # HarmoDT+ with the release's per-task update masks on the shared layers
+    "harmodt-plus-shared": {
+        "importance": "fisher",
+        "harmony_estimator": "accumulated",
+        "harmony_leave_one_out": True,
+        "score_normalization": "scale",
+        "prompt_length": 0,
+        "shared_update_masks": True,
+        **RELEASE_SIZED,
+    },
+    # the release's regime in every setting the paper's runs depend on (the
+    # README's preset table cites the release for each); model size, steps
+    # and the learning-rate warm-up are the run's, not the preset's
+    "harmodt-f-paper": RELEASE_REGIME,
     # controls: ERK masks at HarmoDT's density that never change, no prompt
     "sparse-static": {"mask_interval": 0, "prompt_length": 0},
     "mtdt": {"mask_init": "dense", "mask_interval": 0, "prompt_length": 0},
@@ -334,8 +406,21 @@ MASK_UPDATE_FIELDS: tuple[str, ...] = (
     "harmony_grad_clip",
     "score_normalization",
     "protect_1d",
+    "shared_update_masks",
+    "block_growth",
     "accumulator_dtype",
 )
+
+
+def _mask_covered(
+    net: MaskedDecisionTransformer, config: HarmoDTConfig
+) -> dict[str, torch.nn.Parameter]:
+    """Every parameter a task mask covers: the blocks (forward masks) and,
+    with ``shared_update_masks``, the shared layers (update masks)."""
+    covered = dict(net.masked_parameters())
+    if config.shared_update_masks:
+        covered.update(net.shared_parameters())
+    return covered
 
 
 def mask_update_settings(config: HarmoDTConfig) -> dict[str, Any]:
@@ -472,7 +557,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             net = self._build_network(obs_size, action_size)
-        shapes = {n: tuple(p.shape) for n, p in net.masked_parameters().items()}
+        shapes = {n: tuple(p.shape) for n, p in _mask_covered(net, cfg).items()}
         accumulates = cfg.uses_masks and cfg.harmony_estimator == "accumulated"
         task_masks = TaskMasks(
             shapes,
@@ -519,12 +604,20 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             grad_clip=cfg.harmony_grad_clip,
             normalization=cfg.score_normalization,
             protect_1d=cfg.protect_1d,
+            shared_update_masks=cfg.shared_update_masks,
+            block_growth=cfg.block_growth,
         )
 
     def set_mask_update(self, **options: Any) -> None:
         """Change mask-update options of a built model (e.g. to score a
         trained model differently); the estimator and masks' shape stay."""
-        fixed = {"harmony_estimator", "mask_init", "sparsity", "accumulator_dtype"}
+        fixed = {
+            "harmony_estimator",
+            "mask_init",
+            "sparsity",
+            "accumulator_dtype",
+            "shared_update_masks",
+        }
         bad = sorted(set(options) - set(MASK_UPDATE_FIELDS) | set(options) & fixed)
         if bad:
             raise ValueError(

@@ -8,7 +8,7 @@ outer loop (``update_masks``) rewires masks by the harmony score.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -57,6 +57,8 @@ class MaskUpdateSettings:
     grad_clip: float = 0.0
     normalization: str = "none"
     protect_1d: bool = False
+    shared_update_masks: bool = False
+    block_growth: bool = True
 
     @property
     def accumulates(self) -> bool:
@@ -96,17 +98,29 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         self._settings = settings
         self._bf16 = precision == "bf16"
         self._net = _unwrap(modules.transformer)
+        # forward-masked (the blocks) and every parameter a mask covers (the
+        # blocks, then the shared layers' update masks): the flattened order
         self._masked: dict[str, nn.Parameter] = self._net.masked_parameters()
-        self._names = tuple(self._masked)
-        self._shapes = {n: tuple(p.shape) for n, p in self._masked.items()}
+        self._covered: dict[str, nn.Parameter] = dict(self._masked)
+        if settings.shared_update_masks:
+            self._covered.update(self._net.shared_parameters())
+        self._names = tuple(self._covered)
+        self._shapes = {n: tuple(p.shape) for n, p in self._covered.items()}
         # (N,) entries of 1-D parameters (biases, LayerNorm gains): dropping
         # one removes a whole channel's offset or scale
-        self._one_dim = torch.cat(
+        self._one_dim = self._entries(lambda n, p: p.dim() <= 1)
+        # (N,) entries of the shared layers (update masks only)
+        self._shared = self._entries(lambda n, p: n not in self._masked)
+
+    def _entries(self, rule: Callable[[str, nn.Parameter], bool]) -> torch.Tensor:
+        """(N,) bool over the flattened covered entries: whole parameters
+        for which ``rule(name, parameter)`` holds."""
+        return torch.cat(
             [
-                torch.full((p.numel(),), p.dim() <= 1, dtype=torch.bool)
-                for p in self._masked.values()
+                torch.full((p.numel(),), rule(n, p), dtype=torch.bool)
+                for n, p in self._covered.items()
             ]
-        ).to(device)
+        ).to(self.device)
 
     # ------------------------------------------------------------------ props
     @property
@@ -241,7 +255,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         weights = self._weights(task_ids, layout)
         accumulate = self._settings.accumulates
         if accumulate:
-            for name in self._names:  # the effective weights' gradient, same backward
+            for name in self._masked:  # the effective weights' gradient, same backward
                 weights.tensors[name].retain_grad()
         per_seq = self._per_sequence_loss(batch, weights)
         loss = per_seq.mean()
@@ -251,7 +265,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         if self._settings.use_masks and isinstance(optim, MaskedOptimizerWrapper):
             union = self._modules.masks.union(weights.unique)
             optim.set_trainable_entries(
-                {self._masked[n]: union[n] for n in self._names}
+                {self._covered[n]: union[n] for n in self._names}
             )
         optim.step()
         self._modules.masks.step += 1
@@ -274,7 +288,14 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         with torch.no_grad():
             rows = []
             for name in self._names:
-                grad = weights.tensors[name].grad
+                if name in self._masked:
+                    grad = weights.tensors[name].grad
+                else:  # a shared layer: its own gradient (one task per step)
+                    if weights.unique.numel() != 1:
+                        raise ValueError(
+                            "shared update masks accumulate one task per step"
+                        )
+                    grad = self._covered[name].grad
                 assert grad is not None
                 rows.append(grad.reshape(weights.unique.numel(), -1))  # (U, n_l)
             grads = torch.cat(rows, dim=1)  # (U, N)
@@ -299,7 +320,8 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         """Gradient of each task's loss w.r.t. its *effective* weights θ⊙M_t.
 
         (T, N). Unlike the gradient w.r.t. θ (zero wherever M_t is 0), this is
-        defined at inactive entries too, so growth is scored, not blind.
+        defined at inactive entries too, so growth is scored, not blind. The
+        shared layers (update masks) run unmasked: their gradient is w.r.t. θ.
         """
         net = self._net
         was_training = net.training
@@ -311,7 +333,11 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             )
             weights = effective_weights(self._masked, self._modules.masks, ids)
             loss = self._per_sequence_loss(batch, weights, synced=False).mean()
-            grads = torch.autograd.grad(loss, [weights.tensors[n] for n in self._names])
+            targets = [
+                weights.tensors[n] if n in self._masked else self._covered[n]
+                for n in self._names
+            ]
+            grads = torch.autograd.grad(loss, targets)
             rows.append(torch.cat([g.reshape(-1) for g in grads]))
         net.train(was_training)
         return torch.stack(rows)  # (T, N)
@@ -383,7 +409,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             grads, leave_one_out=settings.leave_one_out, valid=valid
         )  # (T, N)
         theta = torch.cat(
-            [self._masked[n].detach().reshape(-1) for n in self._names]
+            [self._covered[n].detach().reshape(-1) for n in self._names]
         )  # (N,)
         importance = mask_ops.importance_scores(
             settings.importance, grads, theta, generator
@@ -399,8 +425,15 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             harmony,
             counts,
             protected=self.protected_entries(),
+            growable=None if settings.block_growth else self._shared,
         )
         return new, harmony
+
+    @property
+    def forward_entries(self) -> torch.Tensor:
+        """(N,) bool: covered entries masked in the forward pass (the blocks);
+        the rest are the shared layers' update masks."""
+        return ~self._shared
 
     def protected_entries(self) -> torch.Tensor | None:
         """(N,) bool entries never dropped (1-D parameters), or None."""

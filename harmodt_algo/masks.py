@@ -418,6 +418,7 @@ def drop_and_grow(
     grow_scores: torch.Tensor,
     k: int | torch.Tensor,
     protected: torch.Tensor | None = None,
+    growable: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Swap ``k`` entries per task: drop the weakest active, grow the best inactive.
 
@@ -438,6 +439,10 @@ def drop_and_grow(
         protected: ``(N,)`` bool, entries that are never dropped (e.g. biases
             and LayerNorm gains); ``k_t`` is then also clipped to the number
             of droppable active entries. They may still be grown.
+        growable: ``(N,)`` bool, the only entries that may be grown (e.g. the
+            shared layers when the blocks are prune-only). Then ``k_t``
+            entries are dropped and at most ``k_t`` grown, as many as there
+            are growable inactive entries: the active count may fall.
 
     Returns:
         A new ``(T, N)`` bool tensor.
@@ -468,7 +473,16 @@ def drop_and_grow(
         droppable = masks & ~protected.to(device).unsqueeze(0)  # (T, N)
     n_active = masks.sum(dim=1)  # (T,)
     n_droppable = droppable.sum(dim=1)  # (T,)
-    k_t = torch.minimum(torch.minimum(k_t, n_droppable), n - n_active)  # (T,)
+    grow_from = ~masks  # (T, N): inactive before this update
+    if growable is None:
+        k_t = torch.minimum(torch.minimum(k_t, n_droppable), n - n_active)  # (T,)
+        k_grow = k_t
+    else:
+        if growable.shape != (n,) or growable.dtype != torch.bool:
+            raise ValueError(f"growable must be a ({n},) bool tensor")
+        grow_from = grow_from & growable.to(device).unsqueeze(0)  # (T, N)
+        k_t = torch.minimum(k_t, n_droppable)  # (T,)
+        k_grow = torch.minimum(k_t, grow_from.sum(dim=1))  # (T,)
     k_max = int(k_t.max()) if num_tasks > 0 else 0
     if k_max == 0:
         return masks.clone()
@@ -477,20 +491,22 @@ def drop_and_grow(
         ~droppable, math.inf
     )  # (T, N): inactive or protected entries can never be dropped
     grow_key = _finite_scores(grow_scores, "grow_scores").masked_fill(
-        masks, -math.inf
-    )  # (T, N): active entries can never be grown
+        ~grow_from, -math.inf
+    )  # (T, N): active (or non-growable) entries can never be grown
     drop_idx = torch.topk(drop_key, k_max, dim=1, largest=False).indices  # (T, K)
     grow_idx = torch.topk(grow_key, k_max, dim=1, largest=True).indices  # (T, K)
-    ranks = torch.arange(k_max, device=device)  # (K,)
-    selected = ranks.unsqueeze(0) < k_t.unsqueeze(1)  # (T, K): rank j < k_t
+    ranks = torch.arange(k_max, device=device).unsqueeze(0)  # (1, K)
+    dropped = ranks < k_t.unsqueeze(1)  # (T, K): rank j < k_t
+    grown = ranks < k_grow.unsqueeze(1)  # (T, K): rank j < k_grow_t
 
     # Because k_t <= n_droppable_t, the first k_t drop indices are droppable;
-    # because k_t <= n_inactive_t, the first k_t grow indices were inactive.
-    # Unselected ranks write their current value back (a no-op); indices in a
-    # topk row are distinct, so the scatters are well defined.
+    # because k_grow_t <= the growable inactive count, the first k_grow_t grow
+    # indices were inactive. Unselected ranks write their current value back
+    # (a no-op); indices in a topk row are distinct, so the scatters are well
+    # defined.
     new = masks.clone()
-    new.scatter_(1, drop_idx, new.gather(1, drop_idx) & ~selected)
-    new.scatter_(1, grow_idx, new.gather(1, grow_idx) | selected)
+    new.scatter_(1, drop_idx, new.gather(1, drop_idx) & ~dropped)
+    new.scatter_(1, grow_idx, new.gather(1, grow_idx) | grown)
     return new
 
 

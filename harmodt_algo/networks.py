@@ -9,10 +9,11 @@ batches, computed with one batched matmul instead of a Python loop over tasks.
 
 What is masked (documented choice, see README): every parameter of the
 transformer blocks (LayerNorms, fused QKV, attention output projection, MLP,
-biases included). Token embeddings, the timestep embedding, the final
-LayerNorm and the action head are shared by all tasks and trained by every
-task. (The release differs: it gives these layers per-task *update* masks,
-which also take part in its drop/grow; spec §4, §6.)
+biases included) in the forward pass. Token embeddings, the timestep
+embedding, the final LayerNorm and the action head are shared by all tasks
+and, by default, trained by every task. With ``shared_update_masks`` they
+carry per-task *update* masks that take part in drop and grow, as the
+release's embeddings and heads do (spec §4, §6).
 """
 
 from __future__ import annotations
@@ -321,11 +322,11 @@ def effective_weights(
         return BatchWeights(dict(params), unique, inverse, shared=True)
     if unique.numel() == 1:
         t = unique[0]
-        tensors = {name: params[name] * masks.get(name)[t] for name in masks.names}
+        tensors = {name: p * masks.get(name)[t] for name, p in params.items()}
         return BatchWeights(tensors, unique, inverse, shared=True)
     tensors = {
-        name: params[name].unsqueeze(0) * masks.get(name)[unique]  # (U, *shape)
-        for name in masks.names
+        name: p.unsqueeze(0) * masks.get(name)[unique]  # (U, *shape)
+        for name, p in params.items()
     }
     return BatchWeights(tensors, unique, inverse, shared=False, grouped=grouped)
 
@@ -393,8 +394,16 @@ class MaskedDecisionTransformer(nn.Module):
         self.apply(_init_weights)
 
     def masked_parameters(self) -> dict[str, nn.Parameter]:
-        """The parameters that task masks cover (every block parameter)."""
+        """The parameters task masks cover in the forward pass (every block
+        parameter)."""
         return {f"blocks.{n}": p for n, p in self.blocks.named_parameters()}
+
+    def shared_parameters(self) -> dict[str, nn.Parameter]:
+        """Everything outside the blocks: token, timestep and prompt
+        embeddings, the embedding and final LayerNorms, the action head. Every
+        task runs them whole; with ``shared_update_masks`` each task may only
+        *update* its own entries of them (the release's embeddings and heads)."""
+        return {n: p for n, p in self.named_parameters() if not n.startswith("blocks.")}
 
     def _embed(
         self,

@@ -42,12 +42,13 @@ def count_parameters(algo: Any) -> int:
 
 
 def active_parameters(algo: HarmoDT) -> float | None:
-    """Mean over tasks of the parameters a task uses (masked entries count
-    only where its mask is on); None before the model is built."""
+    """Mean over tasks of the parameters a task uses (forward-masked entries
+    count only where its mask is on; update masks do not change what a task
+    runs); None before the model is built."""
     impl = algo.impl
     if impl is None:
         return None
-    masks = impl.flat_masks()  # (T, N)
+    masks = impl.flat_masks()[:, impl.forward_entries]  # (T, N_forward)
     per_task = count_parameters(algo) - masks.shape[1] + masks.float().sum(dim=1)
     return float(per_task.mean())
 

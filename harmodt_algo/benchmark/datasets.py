@@ -41,9 +41,19 @@ class DatasetSpec:
         return self.dataset_id.replace("/", "__")
 
     @property
+    def replay(self) -> bool:
+        """A SAC learner's replay data: built by its own (hours-long) recipe
+        run, never by the harness."""
+        from dataset_recipes import REPLAY_DATASETS
+
+        return self.quality in REPLAY_DATASETS
+
+    @property
     def buildable(self) -> bool:
-        return self.quality is not None and (
-            self.suite is not None or self.tasks is not None
+        return (
+            self.quality is not None
+            and not self.replay
+            and (self.suite is not None or self.tasks is not None)
         )
 
     def recipe_args(self) -> str:
@@ -54,6 +64,8 @@ class DatasetSpec:
             where = f"--suite MT1 --tasks {self.tasks[0]}"
         else:
             where = f"--tasks {','.join(self.tasks or ('<tasks>',))}"
+        if self.replay:
+            return f"{where} --quality replay --env-steps-per-task N"
         return f"{where} --quality {self.quality}"
 
 
@@ -105,6 +117,12 @@ def _missing_message(spec: DatasetSpec) -> str:
     from dataset_recipes import datasets_root
 
     head = f"no local dataset {spec.dataset_id!r} under {datasets_root()}"
+    if spec.replay:
+        return (
+            f"{head}; a learner's replay data takes CPU-hours and the harness does "
+            f"not build it: run 'harmodt-recipes metaworld {spec.recipe_args()}' "
+            "(resumable) first"
+        )
     if spec.buildable:
         return (
             f"{head}; build it with 'harmodt-recipes metaworld {spec.recipe_args()} "
