@@ -26,7 +26,7 @@ Estimators (one row each):
 
 Scoring: HarmoDT-F's (fisher importance, γ = 10, 1-D parameters protected);
 rows marked ``+loo+rank`` use the leave-one-out consensus and rank
-normalisation (the ``harmodt-plus`` preset's scoring). k = 100 entries per
+normalisation (the ``harmodt-plus-v0`` preset's scoring). k = 100 entries per
 task (the release's k_max).
 
     python benchmarks/harmony_estimator.py                  # MT5 sub-optimal

@@ -43,7 +43,7 @@ CURVE = "docs/benchmarks/study_curve.png"
 #: method on every seed (HarmoDT-F v0's seeds 1-4 and Prompt-DT's came in
 #: later sessions; finished cells are skipped)
 STREAMS: tuple[tuple[tuple[str, ...], ...], ...] = (
-    (("mtdt",), ("harmodt-plus", "mtbc")),
+    (("mtdt",), ("harmodt-plus-v0", "mtbc")),
     (("sparse-static", "harmodt-f-release", "prompt-dt"), ("harmodt-f-v0",)),
 )
 METHODS = (
@@ -51,7 +51,7 @@ METHODS = (
     "sparse-static",
     "harmodt-f-v0",
     "harmodt-f-release",
-    "harmodt-plus",
+    "harmodt-plus-v0",
     "prompt-dt",
     "mtbc",
 )
@@ -65,7 +65,7 @@ CURVE_EVERY = 5_000
 #: HarmoDT+ at 20 000 steps, evaluated every 5 000, on two seeds
 LONGER_STEPS = 20_000
 LONGER_SEEDS = (0, 1)
-LONGER_METHODS = ("mtdt", "harmodt-plus")
+LONGER_METHODS = ("mtdt", "harmodt-plus-v0")
 LONGER_RESULTS = "results/study-20k"
 #: the levers bundled in HarmoDT+, separated: a preset with settings changed
 #: (label, preset, overrides); cells under ``results/study-levers/<name>``.
@@ -80,7 +80,7 @@ LEVERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
     "plus-batch": (
         "HarmoDT+, fresh-batch estimator",
-        "harmodt-plus",
+        "harmodt-plus-v0",
         {"harmony_estimator": "batch"},
     ),
 }
@@ -88,7 +88,7 @@ LEVER_RESULTS = "results/study-levers"
 #: each lever row is paired against these (a lever's own name included: the
 #: two levers against each other isolate leave-one-out + rank)
 LEVER_REFERENCES = (
-    "harmodt-plus",
+    "harmodt-plus-v0",
     "sparse-static",
     "mtdt",
     "harmodt-f-release",

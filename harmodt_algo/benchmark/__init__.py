@@ -34,7 +34,10 @@ from the initial masks, mean pairwise overlap before and after), because
 whether the harmony score changes anything is the question a result raises.
 
 :func:`report` turns a results folder into a markdown table in the shape of
-the paper's Table 1, CSVs of every cell and every task, and PNG figures.
+the paper's Table 1, CSVs of every cell and every task, and PNG figures; cells
+with a learning curve (``curve_every``, on ``curve_episodes`` goals per task)
+add the protocols table: the final checkpoint beside the HarmoDT release's best
+of the curve's evaluations, and the selection bias between them.
 
 Timing: ``train_time_s`` covers building the method's model and replay data
 and its ``fit``; ``eval_time_s`` covers building the evaluation environments

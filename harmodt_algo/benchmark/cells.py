@@ -83,9 +83,21 @@ class BenchmarkSettings:
         save_models: also save the final model next to the cell
             (``seed<k>.d3``).
         threads: ``torch.set_num_threads`` (default: torch's choice).
-        curve_every: HarmoDT presets also evaluate (same goals) every this
-            many steps before the end, recorded as the cell's ``curve``: the
-            learning curve that shows whether the budget has converged.
+        curve_every: HarmoDT presets also evaluate every this many steps and
+            at the last step, recorded as the cell's ``curve``: the learning
+            curve that shows whether the budget has converged, and the
+            HarmoDT release's protocol (the best of these evaluations; the
+            report puts it beside the final checkpoint's).
+        curve_episodes: goals per task of each curve evaluation (default:
+            ``eval_episodes``), so that one cell runs both protocols, e.g.
+            the release's 10 goals every 5000 steps and Meta-World's 50 on
+            the final checkpoint. Both take the first goals of one draw
+            (:func:`~harmodt_algo.evaluation.envs.goal_indices` with
+            ``eval_seed`` is a prefix of one permutation), so the curve's are
+            the first ``curve_episodes`` of the final evaluation's (or
+            contain them, when more): held out like them, the same at every
+            point as in the release, and nested, so that the two protocols
+            differ by the selection and the goal count, not by another draw.
         checkpoint_every: HarmoDT presets write a checkpoint every this many
             steps (0: none), so a stopped cell resumes there rather than from
             step 0; baselines are short and restart from scratch. Not part of
@@ -107,14 +119,23 @@ class BenchmarkSettings:
     save_models: bool = False
     threads: int | None = None
     curve_every: int | None = None
+    curve_episodes: int | None = None
     checkpoint_every: int = 1000
     held_out: HeldOut | None = None
+
+    @property
+    def curve_goals(self) -> int:
+        """Goals per task of a curve evaluation."""
+        return (
+            self.eval_episodes if self.curve_episodes is None else self.curve_episodes
+        )
 
     def validate(self) -> None:
         for name in ("steps", "eval_episodes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise BenchmarkError(f"{name} must be a positive int, got {value!r}")
+        self._validate_goals()
         if self.eval_max_steps is not None and self.eval_max_steps <= 0:
             raise BenchmarkError(
                 f"eval_max_steps must be > 0, got {self.eval_max_steps}"
@@ -131,6 +152,8 @@ class BenchmarkSettings:
                 f"curve_every must be in (0, steps = {self.steps}), got "
                 f"{self.curve_every}"
             )
+        if self.curve_episodes is not None and self.curve_every is None:
+            raise BenchmarkError("curve_episodes needs curve_every (--curve-every N)")
         unknown = sorted(set(self.overrides) - set(METHODS))
         if unknown:
             raise BenchmarkError(
@@ -143,6 +166,27 @@ class BenchmarkSettings:
         if self.held_out is not None:
             self.held_out.validate()
 
+    def _validate_goals(self) -> None:
+        """Goals per task are held-out goals, each episode its own: at most
+        :data:`~harmodt_algo.evaluation.envs.MAX_EPISODES_PER_TASK`, checked
+        here rather than at the first evaluation, after training."""
+        from ..evaluation.envs import MAX_EPISODES_PER_TASK
+
+        curve = self.curve_episodes
+        if curve is not None and (
+            isinstance(curve, bool) or not isinstance(curve, int) or curve <= 0
+        ):
+            raise BenchmarkError(
+                f"curve_episodes must be a positive int, got {curve!r}"
+            )
+        for name in ("eval_episodes", "curve_episodes"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_EPISODES_PER_TASK:
+                raise BenchmarkError(
+                    f"{name} must be <= {MAX_EPISODES_PER_TASK} (the held-out "
+                    f"goals per task, one episode each), got {value}"
+                )
+
     def budget(self, method: str) -> dict[str, Any]:
         """What must match for a finished cell to be reused."""
         overrides = dict(self.overrides.get(method, {}))
@@ -154,6 +198,12 @@ class BenchmarkSettings:
             "target_return": self.target_return,
             "overrides": _jsonable(overrides),
             **({"curve_every": self.curve_every} if self.curve_every else {}),
+            # only when it differs: cells made before it existed stay reusable
+            **(
+                {"curve_episodes": self.curve_goals}
+                if self.curve_every and self.curve_goals != self.eval_episodes
+                else {}
+            ),
             **(
                 {"held_out": self.held_out.budget(method, overrides)}
                 if self.held_out is not None
@@ -254,20 +304,32 @@ class _CaptureFactory:
         return _CaptureAdapter(self.last)
 
 
+def _curve_entry(step: int, result: EvaluationResult) -> dict[str, Any]:
+    """One point of the learning curve: the mean and per-task success, and
+    its goals per task (a curve's may differ from the final evaluation's)."""
+    return {
+        "step": step,
+        "success_mean": result.success_mean,
+        "success": {r.task: r.success_rate for r in result.tasks},
+        "n_episodes": result.n_episodes,
+    }
+
+
 @dataclasses.dataclass
 class _Evaluations:
     """Every evaluation of one cell, so the learning curve and the final
-    result use the same held-out goals and targets; the curve's time is kept
+    result use the same held-out goals (the curve's the first
+    ``curve_episodes`` of the final's) and targets; the curve's time is kept
     apart, because it is not training time (:meth:`train_time`)."""
 
     minari_dataset: Any
     data: MultiTaskDataset
     settings: BenchmarkSettings
-    curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    curve: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     curve_time: float = 0.0
     started: float = dataclasses.field(default_factory=time.perf_counter)
     train_before: float = 0.0  # what a stopped run had trained
-    on_curve: Callable[[list[dict[str, float]]], None] | None = None
+    on_curve: Callable[[list[dict[str, Any]]], None] | None = None
 
     def train_time(self) -> float:
         """Training time so far: since the cell started, less the curve's
@@ -275,10 +337,16 @@ class _Evaluations:
         return self.train_before + time.perf_counter() - self.started - self.curve_time
 
     def evaluator(
-        self, minari_dataset: Any = None, data: MultiTaskDataset | None = None
+        self,
+        minari_dataset: Any = None,
+        data: MultiTaskDataset | None = None,
+        *,
+        n_episodes: int | None = None,
     ) -> MultiTaskEvaluator:
         """The cell's evaluator: the same goals at every point of the curve,
-        and on the held-out tasks (``minari_dataset``, targets from ``data``)."""
+        and on the held-out tasks (``minari_dataset``, targets from ``data``);
+        ``n_episodes`` goals per task (default ``eval_episodes``), the first
+        ones of the same seed's goals."""
         from ..evaluation import MultiTaskEvaluator
 
         settings = self.settings
@@ -289,27 +357,45 @@ class _Evaluations:
         )
         return MultiTaskEvaluator(
             self.minari_dataset if minari_dataset is None else minari_dataset,
-            n_episodes=settings.eval_episodes,
+            n_episodes=settings.eval_episodes if n_episodes is None else n_episodes,
             seed=settings.eval_seed,
             max_steps=settings.eval_max_steps,
             target_returns=targets,
             workers=settings.eval_workers,
         )
 
-    def curve_point(self, model: HarmoDT) -> float:
-        """A ``fit`` evaluator: one point of the learning curve."""
-        if model.grad_step >= self.settings.steps:  # the cell's own evaluation follows
-            return self.curve[-1]["success_mean"] if self.curve else math.nan
+    def _evaluate_curve(self, model: HarmoDT, step: int) -> dict[str, Any]:
+        """``model`` on the curve's goals, timed apart from training."""
         t = time.perf_counter()
-        with self.evaluator() as evaluator:
-            success = evaluator.evaluate(evaluator.policy_for(model)).success_mean
-        self.curve.append({"step": model.grad_step, "success_mean": success})
+        with self.evaluator(n_episodes=self.settings.curve_goals) as evaluator:
+            result = evaluator.evaluate(evaluator.policy_for(model))
+        self.curve_time += time.perf_counter() - t
+        return _curve_entry(step, result)
+
+    def curve_point(self, model: HarmoDT) -> float:
+        """A ``fit`` evaluator: one point of the learning curve (the last
+        step's comes after the fit, :meth:`final_point`)."""
+        if model.grad_step >= self.settings.steps:
+            return self.curve[-1]["success_mean"] if self.curve else math.nan
+        point = self._evaluate_curve(model, model.grad_step)
+        self.curve.append(point)
         if self.on_curve is not None:
             self.on_curve(self.curve)
-        self.curve_time += time.perf_counter() - t
-        return success
+        return float(point["success_mean"])
 
-    def restore(self, points: list[dict[str, float]], model: HarmoDT) -> None:
+    def final_point(self, algo: Any, result: EvaluationResult) -> dict[str, Any] | None:
+        """The curve's point at the last step (the release's best-so-far
+        includes its last evaluation): the final evaluation itself when the
+        goals per task are the same, else ``algo`` on the curve's goals;
+        None for a cell without a curve."""
+        if not self.curve:
+            return None
+        steps = self.settings.steps
+        if self.settings.curve_goals == self.settings.eval_episodes:
+            return _curve_entry(steps, result)
+        return self._evaluate_curve(algo, steps)
+
+    def restore(self, points: list[dict[str, Any]], model: HarmoDT) -> None:
         """A resumed cell's curve: the stored points up to its step, and the
         point at its step when the stop came before that evaluation."""
         step, every = model.grad_step, self.settings.curve_every
@@ -552,16 +638,14 @@ def _model_facts(
 
 def _results(
     result: EvaluationResult,
-    evaluations: _Evaluations,
+    curve: list[dict[str, Any]] | None,
     targets: Any,
     capture: _CaptureFactory,
 ) -> dict[str, Any]:
     """The final evaluation (and the learning curve that leads to it)."""
-    curve = evaluations.curve
-    final = {"step": evaluations.settings.steps, "success_mean": result.success_mean}
     return {
         "success_mean": result.success_mean,
-        "curve": [*curve, final] if curve else None,
+        "curve": curve,
         "return_mean": result.return_mean,
         "success": {r.task: r.success_rate for r in result.tasks},
         "return": {r.task: r.mean_return for r in result.tasks},
@@ -671,6 +755,8 @@ def run_cell(
     t1 = time.perf_counter()
     result, targets = evaluations.final(algo)
     eval_time = time.perf_counter() - t1
+    last = evaluations.final_point(algo, result)
+    curve = [*evaluations.curve, last] if last is not None else None
 
     is_dt = isinstance(algo, HarmoDT) or method == "mtdt-d3rlpy"
     record: dict[str, Any] = {
@@ -679,7 +765,7 @@ def run_cell(
         "train_time_s": train_time,
         "eval_time_s": eval_time,
         "resumed_from": resumed_from,
-        **_results(result, evaluations, targets if is_dt else None, capture),
+        **_results(result, curve, targets if is_dt else None, capture),
         "dataset": dataset_facts(minari_dataset, data),
         "config": {
             "type": algo.config.get_type(),

@@ -185,7 +185,19 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--curve-every",
         type=int,
-        help="HarmoDT presets: also evaluate every N steps (a learning curve)",
+        help="HarmoDT presets: also evaluate every N steps and at the last step "
+        "(a learning curve; the report adds the HarmoDT release's protocol, the "
+        "best of these evaluations, beside the final checkpoint's)",
+    )
+    run.add_argument(
+        "--curve-episodes",
+        type=int,
+        metavar="N",
+        help="with --curve-every: goals per task of each curve evaluation, the "
+        "first N of the final evaluation's goal draw (default: --eval-episodes); "
+        "e.g. "
+        "--curve-every 5000 --curve-episodes 10 --eval-episodes 50 runs the "
+        "release's protocol and Meta-World's in one cell",
     )
     run.add_argument(
         "--checkpoint-every",
@@ -292,6 +304,7 @@ def _settings(args: argparse.Namespace, methods: Sequence[str]) -> BenchmarkSett
         save_models=args.save_models,
         threads=args.threads,
         curve_every=args.curve_every,
+        curve_episodes=args.curve_episodes,
         checkpoint_every=args.checkpoint_every,
         held_out=_held_out(args),
     )

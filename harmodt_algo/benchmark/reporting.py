@@ -3,6 +3,10 @@ Table 1 (mean ± std over seeds of the mean success %, one column per suite x
 quality, plus wall time), CSVs of every cell and every task, and PNG figures.
 Cells run with a held-out dataset add the paper's seen/unseen table (method x
 adaptation) and its per-task success, in the markdown and ``unseen.csv``.
+Cells with a learning curve (``--curve-every``) add the protocols table: the
+final checkpoint (Meta-World's protocol) beside the best of the curve's
+evaluations (the HarmoDT release's) and the selection bias between them, in
+the markdown and ``protocols.csv``.
 
 It reads only the cell files, so a report can be made anywhere the results
 were copied to, without the data or a model.
@@ -24,9 +28,10 @@ from ..types import F64
 from .cells import read_cell
 from .errors import BenchmarkError
 from .methods import METHOD_LABELS, METHODS, PAPER_TABLE1
+from .stats import MeanCI, format_paired, mean_ci
 from .unseen import NO_ADD_TASK
 
-__all__ = ["QUALITY_SHORT", "load_cells", "report"]
+__all__ = ["QUALITY_SHORT", "ProtocolRow", "load_cells", "protocol_rows", "report"]
 
 #: Short quality names for table columns ("MT5 near", like the paper).
 QUALITY_SHORT = {
@@ -34,9 +39,18 @@ QUALITY_SHORT = {
     "near-optimal": "near",
     "sub-optimal": "sub",
     "random": "random",
+    "near-optimal-replay": "near replay",
+    "sub-optimal-replay": "sub replay",
 }
 _SUITE_ORDER = ("MT1", "MT5", "MT10", "MT30", "MT50")
-_QUALITY_ORDER = ("expert", "near-optimal", "sub-optimal", "random")
+_QUALITY_ORDER = (
+    "expert",
+    "near-optimal",
+    "sub-optimal",
+    "random",
+    "near-optimal-replay",
+    "sub-optimal-replay",
+)
 
 Cell = Mapping[str, Any]
 Groups = dict[tuple[str, str], list[Cell]]
@@ -171,10 +185,15 @@ def _intro(cells: Sequence[Cell]) -> list[str]:
     ]
 
 
+def _mean_std(values: Sequence[float]) -> str:
+    """``mean ± std`` (ddof 0) over seeds, the mean alone for one seed."""
+    mean, std = _stats(values)
+    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {std:.1f}"
+
+
 def _success_entry(group: Sequence[Cell], most: int) -> str:
     """One method on one dataset: mean ± std over seeds, ``(n=k)`` if short."""
-    mean, std = _stats([100 * float(c["success_mean"]) for c in group])
-    text = f"{mean:.1f}" if len(group) == 1 else f"{mean:.1f} ± {std:.1f}"
+    text = _mean_std([100 * float(c["success_mean"]) for c in group])
     if len(group) < most:
         text += f" (n={len(group)})"
     return text
@@ -303,6 +322,171 @@ def _paper_table(columns: Sequence[_Column], methods: Sequence[str]) -> list[str
 
 
 # --------------------------------------------------------------------------- #
+# Protocols: the final checkpoint vs the release's best evaluation
+# --------------------------------------------------------------------------- #
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolRow:
+    """One method on one dataset under both protocols, success in % per seed.
+
+    ``final`` is (a), Meta-World's protocol: the final checkpoint on the final
+    evaluation's ``final_goals`` goals per task. ``best`` is (b), the HarmoDT
+    release's: the maximum over the curve's points (the last step's
+    included) of the mean success over tasks, on ``curve_goals`` goals per
+    task, ``evaluations`` points per cell; only cells with a curve have one.
+    The goal counts and point counts are sets: one value unless the seeds'
+    cells were run differently.
+    """
+
+    dataset_id: str
+    method: str
+    final: dict[int, float]
+    final_goals: tuple[int, ...]
+    best: dict[int, float]
+    best_step: dict[int, int]
+    evaluations: tuple[int, ...]
+    curve_goals: tuple[int, ...]
+
+    def bias(self) -> MeanCI | None:
+        """(b − a), the selection bias: the mean over seeds of each seed's
+        difference (paired: one cell has both) with its 95 % t-interval
+        (:func:`.stats.mean_ci`; no interval for one seed); None without a
+        curve."""
+        seeds = sorted(set(self.best) & set(self.final))
+        if not seeds:
+            return None
+        return mean_ci([self.best[s] - self.final[s] for s in seeds])
+
+
+def _curve_goals(cell: Cell) -> int:
+    """Goals per task of a cell's curve points (cells made before
+    ``curve_episodes`` existed evaluated the curve on the final's goals)."""
+    points = cell["curve"]
+    stored = {int(p["n_episodes"]) for p in points if "n_episodes" in p}
+    if len(stored) == 1:
+        return stored.pop()
+    budget = cell["budget"]
+    return int(budget.get("curve_episodes", budget["eval_episodes"]))
+
+
+def _best_point(cell: Cell) -> Mapping[str, Any]:
+    """The curve point with the highest mean success (the first of ties, as
+    the release keeps the first best)."""
+    points: list[Mapping[str, Any]] = list(cell["curve"])
+    return max(points, key=lambda p: float(p["success_mean"]))
+
+
+def _protocol_row(dataset_id: str, method: str, group: Sequence[Cell]) -> ProtocolRow:
+    curved = [c for c in group if c.get("curve")]
+    best = {int(c["seed"]): _best_point(c) for c in curved}
+    return ProtocolRow(
+        dataset_id=dataset_id,
+        method=method,
+        final={int(c["seed"]): 100 * float(c["success_mean"]) for c in group},
+        final_goals=tuple(sorted({int(c["budget"]["eval_episodes"]) for c in group})),
+        best={s: 100 * float(p["success_mean"]) for s, p in best.items()},
+        best_step={s: int(p["step"]) for s, p in best.items()},
+        evaluations=tuple(sorted({len(c["curve"]) for c in curved})),
+        curve_goals=tuple(sorted({_curve_goals(c) for c in curved})),
+    )
+
+
+def protocol_rows(cells: Sequence[Cell]) -> list[ProtocolRow]:
+    """Every (dataset, method) under both protocols, in table order (datasets
+    as the columns, methods as the rows of the main table)."""
+    groups = _group(cells)
+    return [
+        _protocol_row(column.dataset_id, method, groups[(column.dataset_id, method)])
+        for column in _columns(cells)
+        for method in _method_order(cells)
+        if (column.dataset_id, method) in groups
+    ]
+
+
+def _counts(values: Sequence[int]) -> str:
+    """``50``, or ``20/50`` when seeds differ."""
+    return "/".join(map(str, values))
+
+
+def _bias_entry(bias: MeanCI | None) -> str:
+    """``+4.9 [+1.0, +8.8] (n=3)``; one seed has no interval."""
+    if bias is None:
+        return "—"
+    if bias.n < 2:
+        return f"{bias.mean:+.1f} (n=1, no interval)"
+    return format_paired(bias)
+
+
+def _protocol_line(row: ProtocolRow, label: str) -> str:
+    final = f"final, {_counts(row.final_goals)} goals/task"
+    values = [label, _label(row.method), final, _mean_std(list(row.final.values()))]
+    if row.best:
+        values += [
+            f"best of {_counts(row.evaluations)} evaluations, "
+            f"{_counts(row.curve_goals)} goals/task",
+            _mean_std(list(row.best.values())),
+            _bias_entry(row.bias()),
+        ]
+    else:
+        values += ["no curve", "—", "—"]
+    return "| " + " | ".join(values) + " |"
+
+
+def _protocol_section(cells: Sequence[Cell], columns: Sequence[_Column]) -> list[str]:
+    """The protocols table; none when no cell has a curve."""
+    if not any(c.get("curve") for c in cells):
+        return []
+    label_of = {c.dataset_id: c.label for c in columns}
+    lines = [
+        "",
+        "## Protocols: final checkpoint (a) vs best evaluation (b)",
+        "",
+        "(a) is Meta-World's protocol, the table above: the final checkpoint on "
+        "the final evaluation's held-out goals. (b) is the HarmoDT release's: "
+        "the best mean success over tasks among the learning curve's "
+        "evaluations (every `--curve-every` steps and at the last step, on the "
+        "curve's goals: the first of the same draw of held-out goals), a "
+        "maximum over noisy evaluations. b − a is the selection bias: the mean "
+        "over seeds of each seed's difference, with its paired 95 % t-interval. "
+        "(a) and (b): mean ± std (ddof 0) over seeds, success %. Cells "
+        "without a curve (d3rlpy baselines, or run without `--curve-every`) "
+        "have (a) only.",
+        "",
+        "| dataset | method | (a) protocol | (a) % | (b) protocol | (b) % "
+        "| b − a (95 % CI) |",
+        "|---|---|---|---:|---|---:|---:|",
+    ]
+    for row in protocol_rows(cells):
+        lines.append(_protocol_line(row, label_of[row.dataset_id]))
+    return lines
+
+
+def _write_protocols_csv(cells: Sequence[Cell], out: Path) -> Path:
+    """``protocols.csv``: one row per cell, both protocols' success (0-1)."""
+    path = out / "protocols.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        rows = csv.writer(fh)
+        rows.writerow(
+            ["dataset_id", "method", "seed", "final_success", "final_goals"]
+            + ["best_success", "best_step", "evaluations", "curve_goals"]
+        )
+        for cell in cells:
+            final = [cell["success_mean"], cell["budget"]["eval_episodes"]]
+            curve = cell.get("curve")
+            if curve:
+                best = _best_point(cell)
+                extra = [best["success_mean"], best["step"], len(curve)]
+                extra.append(_curve_goals(cell))
+            else:
+                extra = [None] * 4
+            rows.writerow(
+                [cell["dataset_id"], cell["method"], cell["seed"], *final, *extra]
+            )
+    return path
+
+
+# --------------------------------------------------------------------------- #
 # Unseen tasks (cells run with --held-out)
 # --------------------------------------------------------------------------- #
 
@@ -349,8 +533,7 @@ def _unseen_entry(group: Sequence[Cell], name: str) -> tuple[str, str]:
     results = _adapted(group, name)
     if not results:
         return "n/a", "—"
-    mean, std = _stats([100 * float(r["success_mean"]) for r in results])
-    text = f"{mean:.1f}" if len(results) == 1 else f"{mean:.1f} ± {std:.1f}"
+    text = _mean_std([100 * float(r["success_mean"]) for r in results])
     if len(results) < len(group):
         text += f" (n={len(results)})"
     return text, _fmt_time(float(np.mean([r["adapt_time_s"] for r in results])))
@@ -448,6 +631,7 @@ def _markdown(
     groups = _group(cells)
     lines = _intro(cells)
     lines += _success_table(groups, columns, methods)
+    lines += _protocol_section(cells, columns)
     lines += _data_table(cells, columns)
     lines += _parameter_table(cells, methods)
     for column in columns:
@@ -684,7 +868,8 @@ def _plot_heatmap(
 
 def report(results: str | Path, out: str | Path, *, plots: bool = True) -> list[Path]:
     """Write ``benchmark.md``, ``cells.csv``, ``tasks.csv`` (``unseen.csv``
-    when cells were run with a held-out dataset) and (with ``plots``)
+    when cells were run with a held-out dataset, ``protocols.csv`` when cells
+    have a learning curve) and (with ``plots``)
     ``success.png`` plus one ``task_success_<dataset-slug>.png`` per dataset
     into ``out``; returns the paths written."""
     cells = load_cells(results)
@@ -704,6 +889,8 @@ def report(results: str | Path, out: str | Path, *, plots: bool = True) -> list[
     written += _write_csvs(cells, columns, target)
     if any(c.get("unseen") for c in cells):
         written.append(_write_unseen_csv(cells, target))
+    if any(c.get("curve") for c in cells):
+        written.append(_write_protocols_csv(cells, target))
     if plots:
         written.append(_plot_bars(cells, columns, methods, target / "success.png"))
         for column in columns:

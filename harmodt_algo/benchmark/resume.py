@@ -69,7 +69,7 @@ class Resumed:
     metrics: EpochMetrics
     train_time_s: float
     resumed_from: list[int]  # this resume included
-    curve: list[dict[str, float]]
+    curve: list[dict[str, Any]]
     fit: dict[str, Any] | None  # the captured last epoch, once fit finished
 
 
@@ -189,7 +189,7 @@ class CellCheckpoints:
         }
         return self._dir.save(algo, state)
 
-    def save_curve(self, curve: list[dict[str, float]]) -> None:
+    def save_curve(self, curve: list[dict[str, Any]]) -> None:
         """The learning-curve points so far (after each new point)."""
         write_json_atomic(self.root / CURVE_FILE, {"curve": curve})
 

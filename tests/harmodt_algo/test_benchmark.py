@@ -440,7 +440,7 @@ def test_the_harmony_study_lever_table_pairs_each_lever(tmp_path: Path) -> None:
             (folder / slug / method / f"seed{seed}.json").write_text(json.dumps(cell))
 
     results, levers = tmp_path / "study", tmp_path / "levers"
-    write(results, "harmodt-plus", {0: 0.50, 1: 0.60, 2: 0.70})
+    write(results, "harmodt-plus-v0", {0: 0.50, 1: 0.60, 2: 0.70})
     write(results, "mtdt", {0: 0.40, 1: 0.40, 2: 0.40})
     name, (label, preset, _) = next(iter(study["LEVERS"].items()))
     write(levers / name, preset, {0: 0.55, 1: 0.65, 2: 0.70})
@@ -449,7 +449,7 @@ def test_the_harmony_study_lever_table_pairs_each_lever(tmp_path: Path) -> None:
     cols = [c.strip() for c in row.strip("|").split("|")]
     assert cols[1:4] == ["3", "63.3 ± 7.6", "55.0, 65.0, 70.0"]
     by_ref = dict(zip(study["LEVER_REFERENCES"], cols[5:], strict=True))
-    assert by_ref["harmodt-plus"].startswith("+3.3 [")  # (5 + 5 + 0) / 3
+    assert by_ref["harmodt-plus-v0"].startswith("+3.3 [")  # (5 + 5 + 0) / 3
     assert by_ref["mtdt"].startswith("+23.3 [")
     assert by_ref["sparse-static"] == "—"  # no cells, no interval
     assert "(3 cells, 0.10 CPU-h)" in text
@@ -737,7 +737,11 @@ def test_unknown_method_lists_the_valid_ones(
     for name in ("harmodt-f", "prompt-dt", "mtiql", "mtdt-d3rlpy", "mttd3bc"):
         assert name in message
     assert check_methods("MTBC, mtdt,mtbc") == ["mtbc", "mtdt"]
-    assert len(check_methods("all")) == len(benchmark.METHODS) == 14
+    from harmodt_algo import PRESETS
+    from harmodt_algo.baselines import BASELINES
+
+    assert len(check_methods("all")) == len(benchmark.METHODS)
+    assert set(benchmark.METHODS) == set(PRESETS) | set(BASELINES)
 
     code = benchmark.main(
         ["run", "--methods", "mtsac", "--datasets", "MT5:expert", "--steps", "1"]
@@ -770,6 +774,21 @@ def test_unknown_dataset_says_how_to_build_it(
         parse_dataset("mt5-near")
     with pytest.raises(BenchmarkError, match="quality"):
         parse_dataset("MT5:great")
+
+
+def test_replay_data_is_never_built_by_the_harness(
+    minari_path: Path, tmp_path: Path
+) -> None:
+    spec = parse_dataset("MT5:sub-optimal-replay")
+    assert spec.dataset_id == "metaworld-v3/mt5/sub-optimal-replay-v0"
+    assert spec.replay and not spec.buildable
+    assert parse_dataset(spec.dataset_id).replay
+    with pytest.raises(BenchmarkError) as info:
+        run_matrix("mtbc", [spec], [0], tmp_path, SETTINGS, build_missing=True)
+    message = str(info.value)
+    assert "does not build it" in message
+    assert "--suite MT5 --quality replay --env-steps-per-task N" in message
+    assert not list(tmp_path.rglob("*.json"))
 
 
 def test_bad_options_fail_before_any_work(minari_path: Path, tmp_path: Path) -> None:
