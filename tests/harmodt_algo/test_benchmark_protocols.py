@@ -300,3 +300,59 @@ def test_committed_cells_still_report(tmp_path: Path) -> None:
             assert row.final[cell["seed"]] == pytest.approx(100 * cell["success_mean"])
         assert row.curve_goals == row.final_goals == (20,)
         assert f"best of {len(group[0]['curve'])} evaluations, 20 goals/task" in text
+
+
+def test_the_paper_study_commands_are_valid() -> None:
+    """Every part's commands parse, run both protocols, train as the release
+    (batch 8) and cover each (method, seed, size, steps) of the part once."""
+    import runpy
+    import shlex
+
+    from harmodt_algo import HarmoDTConfig, benchmark
+    from harmodt_algo.benchmark.methods import check_methods
+
+    root = Path(__file__).resolve().parents[2]
+    study = runpy.run_path(str(root / "examples" / "paper_study.py"))
+    for part, spec in study["PARTS"].items():
+        seen: set[tuple[str, tuple[int, ...], int, str]] = set()
+        for stream in study["commands"](part):
+            for line in stream.split(" && "):
+                args = benchmark.build_parser().parse_args(shlex.split(line)[3:])
+                (method,) = check_methods(args.methods)
+                overrides = benchmark.parse_overrides(args.set, [method])[method]
+                assert args.eval_episodes == 50 and args.curve_episodes == 10
+                assert args.curve_every == 5000 < args.steps
+                assert args.threads == 1 and args.datasets == spec.dataset
+                if method == "mtbc":
+                    assert overrides["batch_size"] == 256
+                else:
+                    assert overrides["batch_size"] == 8
+                    HarmoDTConfig.from_preset(method, **overrides).validate()
+                seen.add((method, tuple(args.seeds), args.steps, args.out))
+        expected = {
+            (m, (s,), steps, study["_out"](part, size, steps))
+            for size, steps in spec.points
+            for s in spec.seeds
+            for m in spec.methods
+        }
+        assert seen == expected, part
+
+
+def test_the_paper_study_table_pairs_both_protocols(tmp_path: Path) -> None:
+    import runpy
+
+    root = Path(__file__).resolve().parents[2]
+    study = runpy.run_path(str(root / "examples" / "paper_study.py"))
+    folder = tmp_path / "replay" / "64x2-10k"
+    for seed, (mtdt, paper) in enumerate([(0.5, 0.6), (0.4, 0.6), (0.6, 0.7)]):
+        for method, final in (("mtdt", mtdt), ("harmodt-f-paper", paper)):
+            cell = _cell(method, seed, final, [final - 0.1, final + 0.1])
+            path = folder / DATASET.replace("/", "__") / method / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cell))
+    text = study["tables"](tmp_path)
+    (row,) = [line for line in text.splitlines() if line.startswith("| HarmoDT-F (rel")]
+    cols = [c.strip() for c in row.strip("|").split("|")]
+    assert cols[1:4] == ["3", "63.3", "73.3"]  # (a) final, (b) best = final + 10
+    assert cols[4].startswith("+10.0 [+10.0, +10.0]")  # b − a, every seed +10
+    assert cols[5].startswith("+13.3 [") and cols[6].startswith("+13.3 [")

@@ -1,0 +1,250 @@
+r"""Does HarmoDT help where the paper says it does? The study of issue 20, as
+commands, tables and a trend plot.
+
+The paper's own settings: MT5 sub-optimal (on the SAC learner's replay data,
+closest to the published setting, and on the scripted recipe) and MT30
+near-optimal. Methods: MTDT, Prompt-DT, Sparse-static, HarmoDT-F in the
+release's regime (``harmodt-f-paper``), HarmoDT+, and MTBC as the d3rlpy
+reference. Every transformer trains as the release does (batch 8, one task
+per step). Each cell runs both protocols: Meta-World's (the final checkpoint on
+50 held-out goals per task) and the release's (the best of the evaluations
+every 5,000 steps and at the end, on 10 goals per task).
+
+    python examples/paper_study.py                  # the commands: two streams
+    python examples/paper_study.py --part trend     # the scale trend's cells
+    python examples/paper_study.py --table          # docs/benchmarks/paper-study.md
+
+Parts, most telling first: ``replay`` (MT5 sub-optimal-replay: build it first
+with ``harmodt-recipes metaworld --suite MT5 --quality replay``), ``mt5``
+(scripted MT5 sub-optimal), ``mt30`` (MT30 near-optimal; its budget from
+``probe``, MTDT's learning curve), ``trend`` (two sizes x two budgets on the
+replay data, three methods, three seeds). Cells resume
+(``results/paper-study/<part>``): run it in session-sized parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harmodt_algo.benchmark import load_cells
+from harmodt_algo.benchmark.methods import METHOD_LABELS
+from harmodt_algo.benchmark.reporting import ProtocolRow, protocol_rows
+from harmodt_algo.benchmark.stats import format_paired, paired_difference
+
+SEEDS = (0, 1, 2, 3, 4)
+TREND_SEEDS = (0, 1, 2)
+METHODS = ("mtdt", "prompt-dt", "sparse-static", "harmodt-f-paper", "harmodt-plus")
+TREND_METHODS = ("mtdt", "sparse-static", "harmodt-f-paper")
+REFERENCES = ("mtdt", "sparse-static")
+#: Meta-World's protocol (final, 50 goals) and the release's (best of the
+#: evaluations every 5,000 steps, 10 goals; main.py:199-219, 282, 286)
+PROTOCOLS = ("--eval-episodes", "50", "--curve-every", "5000", "--curve-episodes", "10")
+RESULTS = "results/paper-study"
+TABLE = "docs/benchmarks/paper-study.md"
+TREND_PLOT = "docs/benchmarks/paper_trend.png"
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    options: tuple[str, ...]
+
+
+SMALL = Size("64/2", ("embed_size=64", "num_layers=2", "num_heads=4"))
+LARGE = Size("128/3", ("embed_size=128", "num_layers=3", "num_heads=4"))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One setting of the study: a dataset, its methods, sizes and budgets."""
+
+    dataset: str
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    points: tuple[tuple[Size, int], ...]  # (size, steps)
+    episodes_per_task: int = 100
+
+
+PARTS: dict[str, Part] = {
+    "replay": Part(
+        "metaworld-v3/mt5/sub-optimal-replay-v0",
+        (*METHODS, "mtbc"),
+        SEEDS,
+        ((SMALL, 10_000),),
+    ),
+    "mt5": Part("MT5:sub-optimal", (*METHODS, "mtbc"), SEEDS, ((SMALL, 10_000),), 200),
+    "mt30": Part(
+        "MT30:near-optimal", (*METHODS, "mtbc"), SEEDS, ((SMALL, 30_000),), 50
+    ),
+    "probe": Part("MT30:near-optimal", ("mtdt",), (0,), ((SMALL, 60_000),), 50),
+    "trend": Part(
+        "metaworld-v3/mt5/sub-optimal-replay-v0",
+        TREND_METHODS,
+        TREND_SEEDS,
+        ((SMALL, 40_000), (LARGE, 10_000), (LARGE, 40_000)),
+    ),
+}
+
+
+def _out(part: str, size: Size, steps: int) -> str:
+    return f"{RESULTS}/{part}/{size.name.replace('/', 'x')}-{steps // 1000}k"
+
+
+def _options(methods: Sequence[str], size: Size) -> tuple[str, ...]:
+    """The transformers' size and the release's batch 8; MTBC (a d3rlpy MLP,
+    no size options here) keeps the harness's batch 256."""
+    if tuple(methods) == ("mtbc",):
+        return ("batch_size=256",)
+    return (*size.options, "batch_size=8")
+
+
+def _run(
+    part: str, methods: Sequence[str], seed: int, size: Size, steps: int, python: str
+) -> str:
+    spec = PARTS[part]
+    argv = [
+        python, "-m", "harmodt_algo.benchmark", "run",
+        "--methods", ",".join(methods), "--datasets", spec.dataset,
+        "--seeds", str(seed), "--steps", str(steps), *PROTOCOLS,
+        "--episodes-per-task", str(spec.episodes_per_task),
+        *(a for option in _options(methods, size) for a in ("--set", option)),
+        "--threads", "1", "--out", _out(part, size, steps),
+    ]  # fmt: skip
+    return shlex.join(argv)
+
+
+def commands(part: str, python: str = "python") -> list[str]:
+    """Two streams (one per core), seeds outer so every seed finishes early;
+    the methods alternate between the streams."""
+    spec = PARTS[part]
+    streams: list[list[str]] = [[], []]
+    for size, steps in spec.points:
+        for seed in spec.seeds:
+            for k, method in enumerate(spec.methods):
+                run = _run(part, (method,), seed, size, steps, python)
+                streams[k % 2].append(run)
+    return [" && ".join(s) for s in streams if s]
+
+
+# ------------------------------------------------------------------- tables
+
+
+def _rows(results: Path) -> dict[str, ProtocolRow]:
+    cells = load_cells(results) if results.exists() else []
+    return {row.method: row for row in protocol_rows(cells)}
+
+
+def _mean(values: dict[int, float]) -> str:
+    if not values:
+        return "—"
+    return f"{sum(values.values()) / len(values):.1f}"
+
+
+def _table(rows: dict[str, ProtocolRow]) -> list[str]:
+    refs = [r for r in REFERENCES if r in rows]
+    head = "| method | seeds | (a) final % | (b) best % | b − a |"
+    head += "".join(f" Δ(a) vs {r} | Δ(b) vs {r} |" for r in refs)
+    lines = [head, "|---|---:|---:|---:|---:|" + "---:|---:|" * len(refs)]
+    for method, row in rows.items():
+        bias = row.bias()
+        cols = [
+            METHOD_LABELS.get(method, method),
+            str(len(row.final)),
+            _mean(row.final),
+            _mean(row.best),
+            format_paired(bias) if bias is not None and bias.n > 1 else "—",
+        ]
+        for ref in refs:
+            cols.append(format_paired(paired_difference(row.final, rows[ref].final)))
+            cols.append(format_paired(paired_difference(row.best, rows[ref].best)))
+        lines.append("| " + " | ".join(cols) + " |")
+    return lines
+
+
+def trend_points(results: Path) -> list[dict[str, Any]]:
+    """Per trend point: the paired gaps of HarmoDT-F (release regime) to the
+    references under protocol (a), with their parameter count and steps."""
+    points = []
+    for part, spec in (("replay", PARTS["replay"]), ("trend", PARTS["trend"])):
+        for size, steps in spec.points:
+            folder = Path(results) / part / Path(_out(part, size, steps)).name
+            rows = _rows(folder)
+            if "harmodt-f-paper" not in rows:
+                continue
+            cells = load_cells(folder)
+            params = max(int(c.get("param_count") or 0) for c in cells)
+            gaps = {
+                ref: paired_difference(rows["harmodt-f-paper"].final, rows[ref].final)
+                for ref in REFERENCES
+                if ref in rows
+            }
+            points.append({"size": size.name, "steps": steps, "params": params,
+                           "gaps": gaps})  # fmt: skip
+    return points
+
+
+def plot_trend(points: list[dict[str, Any]], path: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for k, ref in enumerate(REFERENCES):
+        xs, ys, es = [], [], []
+        for p in points:
+            gap = p["gaps"].get(ref)
+            if gap is not None:
+                xs.append(p["params"] * p["steps"] * (1.04 if k else 1.0))
+                ys.append(gap.mean)
+                es.append(gap.half_width)
+        ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=f"vs {ref}")
+    for p in points:
+        where = (p["params"] * p["steps"], 0.0)
+        name = f"{p['size']}, {p['steps'] // 1000}k"
+        ax.annotate(name, where, fontsize=7, rotation=90, va="bottom")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters x steps")
+    ax.set_ylabel("HarmoDT-F (release) − ref, success % (a)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def tables(results: Path) -> str:
+    out = ["# The paper's settings (issue 20): tables", ""]
+    for part, spec in PARTS.items():
+        for size, steps in spec.points:
+            rows = _rows(results / part / Path(_out(part, size, steps)).name)
+            if rows:
+                out += [f"## {spec.dataset}, {size.name}, {steps:,} steps", ""]
+                out += _table(rows) + [""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=sorted(PARTS), default="replay")
+    parser.add_argument("--table", action="store_true")
+    parser.add_argument("--results", default=RESULTS)
+    parser.add_argument("--python", default="python")
+    args = parser.parse_args()
+    if not args.table:
+        print("\n".join(commands(args.part, args.python)))
+        return
+    results = Path(args.results)
+    Path(TABLE).write_text(tables(results))
+    points = trend_points(results)
+    if points:
+        plot_trend(points, TREND_PLOT)
+    print(f"wrote {TABLE}" + (f" and {TREND_PLOT}" if points else ""))
+
+
+if __name__ == "__main__":
+    main()
