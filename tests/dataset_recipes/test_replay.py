@@ -210,7 +210,7 @@ def _cli(*extra: str) -> list[str]:
 def test_sigint_build_resumes_to_the_same_arrays(built: Path, tmp_path: Path) -> None:
     env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path), "COLUMNS": "120"}
     proc = subprocess.Popen(
-        _cli(tmp_path),
+        _cli(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -222,7 +222,8 @@ def test_sigint_build_resumes_to_the_same_arrays(built: Path, tmp_path: Path) ->
         if any(staging.glob("*/learners/*.npz")):
             break
         time.sleep(0.02)
-    assert proc.poll() is None, "build finished before it could be interrupted"
+    if proc.poll() is not None:
+        pytest.fail(f"build ended before it could be interrupted: {proc.communicate()}")
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
