@@ -98,7 +98,12 @@ def _build_parser() -> argparse.ArgumentParser:
     # Test-only hooks.
     build.add_argument("--chunk-episodes", type=int, default=10, help=argparse.SUPPRESS)
     build.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)
-    build.add_argument("--sac", help=argparse.SUPPRESS)  # SAC settings as JSON
+    build.add_argument(
+        "--sac",
+        metavar="JSON",
+        help="with --quality replay: SAC settings to change, as a JSON object, "
+        "e.g. '{\"batch_size\": 128}' (default: d3rlpy's SACConfig defaults)",
+    )
 
     show = sub.add_parser("show", help="print the card of a local recipe dataset")
     show.add_argument("dataset_id")
@@ -123,11 +128,13 @@ def _episodes(args: argparse.Namespace) -> int:
         raise RecipeError(
             f"--quality {REPLAY_QUALITY} is built by 'harmodt-recipes metaworld' only"
         )
-    if getattr(args, "env_steps_per_task", None) is not None:
-        raise RecipeError(
-            f"--env-steps-per-task applies to --quality {REPLAY_QUALITY} only; "
-            f"--quality {args.quality} takes --episodes-per-task"
-        )
+    for option in ("env_steps_per_task", "sac"):
+        if getattr(args, option, None) is not None:
+            raise RecipeError(
+                f"--{option.replace('_', '-')} applies to --quality "
+                f"{REPLAY_QUALITY} only; --quality {args.quality} takes "
+                "--episodes-per-task"
+            )
     if args.episodes_per_task is None:
         return int(args.episodes_default)
     return int(args.episodes_per_task)

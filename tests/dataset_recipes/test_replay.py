@@ -273,6 +273,8 @@ def test_env_steps_only_with_replay(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["metaworld", "--suite", "MT5", "--quality", "expert"]
     assert main([*argv, "--env-steps-per-task", "1000"]) == 2
     assert "applies to --quality replay only" in capsys.readouterr().err
+    assert main([*argv, "--sac", "{}"]) == 2
+    assert "--sac applies to --quality replay only" in capsys.readouterr().err
     assert main(["calibrate", "--suite", "MT5", "--quality", "replay"]) == 2
     assert "'harmodt-recipes metaworld' only" in capsys.readouterr().err
 
