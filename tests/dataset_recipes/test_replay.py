@@ -285,3 +285,19 @@ def test_sac_settings_json_round_trip() -> None:
         SACSettings.from_json('{"batch_size": 0}')
     with pytest.raises(RecipeError, match="not JSON"):
         SACSettings.from_json("{")
+
+
+def test_replay_curves_example_reads_the_learner_metadata(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runpy
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(built))
+    root = Path(__file__).resolve().parents[2]
+    example = runpy.run_path(str(root / "examples" / "replay_curves.py"))
+    curves = example["curves_of"](NEAR)
+    assert [c.task for c in curves] == list(TASKS)
+    assert all(c.env_steps == BUDGET and c.cpu_seconds > 0 for c in curves)
+    png = tmp_path / "curves.png"
+    example["plot"](curves, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
