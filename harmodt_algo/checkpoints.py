@@ -25,6 +25,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from .files import write_json_atomic
+from .model_files import load_weights
 
 __all__ = ["CheckpointDir", "StopRequest", "TrainingStopped"]
 
@@ -96,7 +97,7 @@ class CheckpointDir:
         for path in self.paths():
             try:
                 state = _read_state(path.with_suffix(".json")) if with_state else None
-                algo.load_model(str(path))
+                load_weights(algo, path)  # tensors only: no code from the file
                 return path, state
             except Exception as exc:  # a truncated or foreign file: try older
                 errors.append(f"{path.name}: {type(exc).__name__}")

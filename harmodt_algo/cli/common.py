@@ -169,12 +169,12 @@ def first_sentence(text: str, limit: int = 200) -> str:
 
 
 def load_model(path: str | Path, device: str | None = None) -> HarmoDT:
-    """A saved HarmoDT; anything else (missing, corrupt, another algorithm) is a
+    """A saved HarmoDT, read without running code from the file
+    (:mod:`harmodt_algo.model_files`); anything else (missing, corrupt, a
+    pickle that asks to import something, another algorithm) is a
     :class:`CliError` that says which."""
     import harmodt_algo  # registers HarmoDTConfig before d3rlpy loads the file
-
-    # isort: split
-    import d3rlpy
+    from harmodt_algo.model_files import UnsafeModelFile, load_learnable_file
 
     file = Path(path)
     if not file.exists():
@@ -183,7 +183,12 @@ def load_model(path: str | Path, device: str | None = None) -> HarmoDT:
         raise CliError(f"{str(file)!r} is not a file")
     device_arg = torch_device(device)  # a bad device is not a bad model file
     try:
-        algo = d3rlpy.load_learnable(str(file), device=device_arg)
+        algo = load_learnable_file(file, device=device_arg)
+    except UnsafeModelFile as exc:
+        raise CliError(
+            f"{str(file)!r} is not a plain model file: {exc}; use model files "
+            "only from sources you trust"
+        ) from None
     except Exception as exc:  # pickle / torch / d3rlpy all fail differently
         reason = first_sentence(f"{type(exc).__name__}: {exc}")
         raise CliError(

@@ -89,8 +89,9 @@ def test_stop_then_resume_equals_an_uninterrupted_run(
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     info = json.loads((run / RUN_FILE).read_text())
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the signal arrived")
+    if proc.returncode == 0 or info.get("grad_steps") == 60:
+        # on a loaded machine the signal can land after the last step
+        pytest.skip("the run finished training before the signal arrived")
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
         assert info["status"] == "running"  # nobody could write it
