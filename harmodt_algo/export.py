@@ -65,18 +65,20 @@ def save_task_policy(algo: HarmoDT, fname: str | Path, task_index: int) -> None:
         returns_to_go: torch.Tensor,
         timesteps: torch.Tensor,
     ) -> torch.Tensor:
+        # reshape, not unsqueeze: the traced graph keeps K as a constant, so
+        # any other number of steps fails instead of giving another action
         obs, act, rtg = scale_inputs(
             cfg,
-            observations.unsqueeze(0),  # (1, K, obs)
-            actions.unsqueeze(0),  # (1, K, A)
-            returns_to_go.unsqueeze(0),  # (1, K, 1)
+            observations.reshape(1, context, *impl.observation_shape),  # (1, K, obs)
+            actions.reshape(1, context, impl.action_size),  # (1, K, A)
+            returns_to_go.reshape(1, context, 1),  # (1, K, 1)
         )
         inpt = TorchTransformerInput(
             observations=obs,
             actions=act,
             rewards=torch.zeros_like(rtg),
             returns_to_go=rtg,
-            timesteps=timesteps.unsqueeze(0).long(),  # (1, K)
+            timesteps=timesteps.reshape(1, context).long(),  # (1, K)
             masks=torch.ones_like(rtg[..., 0]),  # (1, K): every step is real
             length=context,
         )

@@ -18,6 +18,13 @@ from typing import Any
 __all__ = ["write_json_atomic"]
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: Path, data: Mapping[str, Any], indent: int = 2) -> None:
     """Write ``data`` as JSON to ``path`` via a synced temporary file and a
     rename (non-JSON values such as paths are written with ``str``)."""
@@ -29,6 +36,7 @@ def write_json_atomic(path: Path, data: Mapping[str, Any], indent: int = 2) -> N
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is not the umask's
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

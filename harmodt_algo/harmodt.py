@@ -83,6 +83,8 @@ __all__ = [
 
 TASK_SCHEDULES = ("round_robin", "mixed")
 CHANGE_SCHEDULES = ("cosine", "constant")
+#: Seeds feed torch's and numpy's generators: one 32-bit range for both.
+MAX_SEED = 2**32 - 1
 HARMONY_ESTIMATORS = ("batch", "accumulated")
 PRECISIONS = ("fp32", "bf16")
 ACCUMULATOR_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -298,6 +300,8 @@ class HarmoDTConfig(TransformerConfig):
                 "task_schedule='round_robin' (a mixed batch's shared-layer "
                 "gradient cannot be split by task); use harmony_estimator='batch'"
             )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         if len(set(self.task_names)) != len(self.task_names):
             raise ValueError(f"task_names has duplicates: {self.task_names}")
 

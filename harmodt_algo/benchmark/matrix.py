@@ -24,6 +24,7 @@ from .._quiet import d3rlpy_warnings_only
 from ..checkpoints import TrainingStopped
 from ..data import MultiTaskDataset, as_multitask_dataset
 from ..files import write_json_atomic
+from ..harmodt import MAX_SEED
 from .cells import (
     BenchmarkSettings,
     CellKey,
@@ -59,8 +60,8 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
             raise BenchmarkError(f"seeds must be ints, got {seed!r}")
-        if seed < 0:
-            raise BenchmarkError(f"seeds must be >= 0, got {seed}")
+        if not 0 <= seed <= MAX_SEED:
+            raise BenchmarkError(f"seeds must be in [0, {MAX_SEED}], got {seed}")
         out.append(int(seed))
     if not out:
         raise BenchmarkError("no seeds given")

@@ -5,6 +5,7 @@ trained one stays what was evaluated."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -17,12 +18,24 @@ __all__ = ["cmd_adapt"]
 
 
 def _target(args: argparse.Namespace, model_path: Path) -> Path:
-    """``--out``, else ``<model>-<method>.d3`` beside the model; never the model."""
+    """``--out``, else ``<model>-<method>.d3`` beside the model; never the
+    model, never an existing file without ``--overwrite``, checked before any
+    work."""
     target = Path(
         args.out or model_path.with_name(f"{model_path.stem}-{args.method}.d3")
     )
     if target.resolve() == model_path.resolve():
         raise CliError("--out must differ from the model file (it is not changed)")
+    if target.is_dir():
+        raise CliError(f"--out {str(target)!r} is a directory; give a file name")
+    if target.exists() and not args.overwrite:
+        raise CliError(f"--out {str(target)!r} exists; pass --overwrite to replace it")
+    folder = target.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise CliError(
+            f"cannot write --out {str(target)!r}: {str(folder)!r} is not a "
+            "writable folder"
+        )
     return target
 
 

@@ -329,3 +329,6 @@ def _add_adapt(sub: _Commands) -> None:
     adapt.add_argument(
         "--out", help="the new model file (default: <model>-<method>.d3 beside it)"
     )
+    adapt.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file"
+    )

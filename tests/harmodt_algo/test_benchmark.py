@@ -791,6 +791,22 @@ def test_replay_data_is_never_built_by_the_harness(
     assert not list(tmp_path.rglob("*.json"))
 
 
+def test_seeds_out_of_range_fail_before_any_work(
+    minari_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    huge = "99999999999999999999"
+    code = benchmark.main(
+        ["run", "--methods", "mtdt", "--datasets", "MT5:expert", "--seeds", huge]
+        + ["--steps", "1", "--out", str(tmp_path / "out")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "seeds must be in [0, 4294967295]" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="seed must be in"):
+        HarmoDTConfig(seed=2**32, task_names=["a"]).validate()
+
+
 def test_bad_options_fail_before_any_work(minari_path: Path, tmp_path: Path) -> None:
     bad = BenchmarkSettings(steps=1, overrides={"mtbc": {"embed_size": 3}})
     with pytest.raises(BenchmarkError, match="mtbc: bad option.*batch_size"):

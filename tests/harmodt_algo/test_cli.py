@@ -601,6 +601,42 @@ def test_adapt_adds_unseen_tasks_and_evaluate_reports_them(
         assert_one_line_error(code, err, needle)
         assert not bad.exists()
 
+    # --out is checked before any work: an existing file, a folder, no folder
+    kept = tmp_path / "notes.txt"
+    kept.write_text("mine")
+    for target, needle in (
+        (kept, "exists; pass --overwrite"),
+        (tmp_path, "is a directory"),
+        (tmp_path / "missing" / "a.d3", "is not a writable folder"),
+    ):
+        code, _, err = run_cli(
+            ["adapt", str(tiny_run.model), "--dataset", new, "--out", str(target)],
+            capsys,
+        )
+        assert_one_line_error(code, err, needle)
+    assert kept.read_text() == "mine"
+    code, _, err = run_cli(
+        ["adapt", str(tiny_run.model), "--dataset", new, "--out", str(out_file)]
+        + ["--overwrite"],
+        capsys,
+    )
+    assert code == 0, err
+
+
+def test_json_records_keep_the_umask_mode(tmp_path: Path) -> None:
+    import os
+
+    from harmodt_algo.files import write_json_atomic
+
+    path = tmp_path / "run.json"
+    previous = os.umask(0o027)
+    try:
+        write_json_atomic(path, {"a": 1})
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+    assert json.loads(path.read_text()) == {"a": 1}
+
 
 def test_long_load_errors_end_at_a_sentence() -> None:
     from harmodt_algo.cli.common import first_sentence

@@ -190,6 +190,9 @@ def test_d3rlpy_algo_tester_sequence(
     ]
     action = policy(*inputs)
     assert action.shape == (ACTIONS,)
+    longer = [torch.cat([x, x[:1]]) for x in inputs]  # K + 1 steps
+    with pytest.raises(RuntimeError, match="shape"):
+        policy(*longer)  # refused, as the ONNX graph does
     inpt = TransformerInput(
         observations=inputs[0].numpy(),
         actions=inputs[1].numpy(),
