@@ -25,6 +25,7 @@ from ..checkpoints import TrainingStopped
 from ..data import MultiTaskDataset, as_multitask_dataset
 from ..files import write_json_atomic
 from ..harmodt import MAX_SEED
+from ..locks import Busy, exclusive
 from .cells import (
     BenchmarkSettings,
     CellKey,
@@ -167,6 +168,27 @@ class _Run:
         self.say(f"{self.tag()} skip {cell}: finished ({path})")
 
     def run(
+        self,
+        cell: CellKey,
+        minari_dataset: Any,
+        data: MultiTaskDataset,
+        held_out: HeldOutData | None = None,
+    ) -> None:
+        """Run one cell under its lock (``seed<k>.lock`` beside the record):
+        a cell another process is computing is a :class:`BenchmarkError`
+        naming it, and one it finished meanwhile is skipped."""
+        path = cell_path(self.root, cell.dataset, cell.method, cell.seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with exclusive(path.with_suffix(".lock"), f"cell {cell}"):
+                if path.exists() and not self.overwrite:
+                    self.skip(cell, path)
+                    return
+                self._run(cell, minari_dataset, data, held_out)
+        except Busy as exc:
+            raise BenchmarkError(str(exc)) from None
+
+    def _run(
         self,
         cell: CellKey,
         minari_dataset: Any,

@@ -19,6 +19,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from dataset_recipes.commandline import EXIT_OK
 
 from ..checkpoints import CheckpointDir, StopRequest, TrainingStopped
 from ..files import write_json_atomic
+from ..locks import Busy, exclusive, folder_lock
 from .common import (
     MODEL_FILE,
     PROG,
@@ -198,17 +200,28 @@ def _new_run_dir(root: Path, name: str) -> Path:
     return candidate
 
 
+def _lock_run(run_dir: Path, held: ExitStack) -> None:
+    """Hold ``run_dir``'s lock until ``held`` closes: one writer per run."""
+    try:
+        held.enter_context(exclusive(folder_lock(run_dir), f"run {str(run_dir)!r}"))
+    except Busy as exc:
+        raise CliError(str(exc)) from None
+
+
 def _open_run(
-    plan: _TrainPlan, algo: HarmoDT, data: Any, out: Console
+    plan: _TrainPlan, algo: HarmoDT, data: Any, out: Console, held: ExitStack
 ) -> tuple[Path, Path, CheckpointDir]:
     """(run directory, logger root, checkpoints): a new run directory, or the
-    resumed one with its newest checkpoint loaded into ``algo``."""
+    resumed one with its newest checkpoint loaded into ``algo``; its lock is
+    held in ``held`` (a second writer of the run is refused)."""
     if plan.resume_dir is None:
         root = Path(plan.args.logdir)
         name = plan.args.name or _default_name(plan.preset, plan.args.dataset)
         run_dir = _new_run_dir(root, name)
         run_dir.mkdir(parents=True)
+        _lock_run(run_dir, held)
         return run_dir, root, CheckpointDir(run_dir / "checkpoints")
+    _lock_run(plan.resume_dir, held)  # before reading its checkpoints
     checkpoints = CheckpointDir(plan.resume_dir / "checkpoints")
     algo.build_with_dataset(data)
     try:
@@ -327,7 +340,26 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
             f"max_timestep={data.max_episode_length} (or more)"
         )
     evaluator = _make_evaluator(args, minari_dataset, data)
-    run_dir, root, checkpoints = _open_run(plan, algo, data, out)
+    with ExitStack() as held:  # the run directory's lock, until the end
+        where = _open_run(plan, algo, data, out, held)
+        return _train_and_report(
+            plan, algo, data, evaluator, minari_dataset, where, out, rank
+        )
+
+
+def _train_and_report(
+    plan: _TrainPlan,
+    algo: HarmoDT,
+    data: Any,
+    evaluator: Any,
+    minari_dataset: Any,
+    where: tuple[Path, Path, CheckpointDir],
+    out: Console,
+    rank: int,
+) -> int:
+    """Fit the opened run, record it in run.json and print the report."""
+    args = plan.args
+    run_dir, root, checkpoints = where
     run_info = _run_info(plan, data, algo, run_dir)
     write_json_atomic(run_dir / RUN_FILE, run_info)
     out.print(

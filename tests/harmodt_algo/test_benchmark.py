@@ -871,3 +871,20 @@ def test_bad_devices_are_one_line(device: str) -> None:
 def test_a_stray_comma_is_an_error(text: str) -> None:
     with pytest.raises(BenchmarkError, match="empty item"):
         check_methods(text)
+
+
+def test_a_cell_has_one_writer(matrix: Matrix, store: Path, tmp_path: Path) -> None:
+    """A cell another process holds is refused before any work, naming the
+    holder; a cell finished meanwhile is not recomputed."""
+    import os
+
+    from harmodt_algo.locks import exclusive
+
+    lock = cell_path(tmp_path, matrix.dataset_id, "mtdt", 0).with_suffix(".lock")
+    lock.parent.mkdir(parents=True)
+    with exclusive(lock, "cell"), pytest.raises(BenchmarkError) as info:
+        run_matrix("mtdt", [DATASET], [0], tmp_path, SETTINGS, **BUILD)
+    assert f"in use by process {os.getpid()}" in str(info.value)
+    assert not cell_path(tmp_path, matrix.dataset_id, "mtdt", 0).exists()
+    with exclusive(lock, "cell"):  # released by the refused writer too
+        pass

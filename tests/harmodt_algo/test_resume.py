@@ -126,3 +126,40 @@ def test_resume_errors_are_one_line(
     assert "not a harmodt train run directory" in capsys.readouterr().err
     assert main(["train", "--steps", "5"]) == 2
     assert "--dataset is required" in capsys.readouterr().err
+
+
+def test_a_run_has_one_writer(
+    _tiny_recipe_store: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resume while the run still trains is refused (one line naming the
+    holder, exit 2) and writes nothing; once the holder is gone the lock is
+    free again."""
+    from harmodt_algo.cli import main
+
+    store, dataset_id = _tiny_recipe_store
+    longer = [a if a != "60" else "5000" for a in ARGS]
+    cmd = [sys.executable, "-m", "harmodt_algo.cli", "train", "--dataset", dataset_id]
+    cmd += [*longer, "--logdir", str(tmp_path), "--name", "r"]
+    proc = subprocess.Popen(
+        cmd, env=_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        run = _wait_for_checkpoint(tmp_path)
+        info = (run / RUN_FILE).read_text()
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+        code = main(["train", "--resume", str(run)])
+        err = capsys.readouterr().err
+        assert proc.poll() is None, "the run ended before the second writer came"
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"in use by process {proc.pid}" in err
+        assert (run / RUN_FILE).read_text() == info  # the refused writer wrote nothing
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    from harmodt_algo.locks import exclusive, folder_lock
+
+    with exclusive(folder_lock(run), "run"):  # the holder is gone: the lock is free
+        pass
