@@ -48,6 +48,8 @@ class CheckpointDir:
     def __init__(self, root: str | Path, keep: int = 2):
         self.root = Path(root)
         self.keep = keep
+        #: newer checkpoints the last load skipped as unreadable ("name: Error")
+        self.skipped: list[str] = []
 
     def paths(self) -> list[Path]:
         """Checkpoint files, newest (highest step) first."""
@@ -93,11 +95,12 @@ class CheckpointDir:
     def _load_latest(
         self, algo: Any, with_state: bool
     ) -> tuple[Path, dict[str, Any] | None]:
-        errors = []
+        errors: list[str] = []
         for path in self.paths():
             try:
                 state = _read_state(path.with_suffix(".json")) if with_state else None
                 load_weights(algo, path)  # tensors only: no code from the file
+                self.skipped = errors
                 return path, state
             except Exception as exc:  # a truncated or foreign file: try older
                 errors.append(f"{path.name}: {type(exc).__name__}")

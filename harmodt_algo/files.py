@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json_atomic"]
+__all__ = ["folder_problem", "write_json_atomic"]
 
 
 def _umask() -> int:
@@ -42,3 +42,19 @@ def write_json_atomic(path: Path, data: Mapping[str, Any], indent: int = 2) -> N
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def folder_problem(path: str | Path) -> str | None:
+    """Why results cannot be written under ``path`` (None when they can):
+    checked before any work, so a long run never ends on an unwritable
+    output. Creates the folder (and its parents) when missing."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        return "is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        return f"is not writable ({exc.strerror or type(exc).__name__})"
+    return None

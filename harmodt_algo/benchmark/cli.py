@@ -20,6 +20,7 @@ from dataset_recipes.commandline import (
 
 from ..baselines import BASELINES
 from ..checkpoints import TrainingStopped
+from ..files import folder_problem
 from ..harmodt import PRESETS
 from ..options import OptionError, parse_list, parse_value
 from .cells import BenchmarkSettings
@@ -312,6 +313,10 @@ def _settings(args: argparse.Namespace, methods: Sequence[str]) -> BenchmarkSett
 
 def _cmd_run(args: argparse.Namespace, prog: str) -> int:
     methods = check_methods(args.methods)
+    if args.report:  # written after hours of work: checked before it
+        problem = folder_problem(args.report)
+        if problem is not None:
+            raise BenchmarkError(f"--report {args.report!r} {problem}")
     try:
         datasets = parse_list("--datasets", args.datasets)
     except OptionError as exc:

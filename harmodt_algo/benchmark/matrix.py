@@ -23,7 +23,7 @@ import numpy as np
 from .._quiet import d3rlpy_warnings_only
 from ..checkpoints import TrainingStopped
 from ..data import MultiTaskDataset, as_multitask_dataset
-from ..files import write_json_atomic
+from ..files import folder_problem, write_json_atomic
 from ..harmodt import MAX_SEED
 from ..locks import Busy, exclusive
 from .cells import (
@@ -334,6 +334,9 @@ def run_matrix(
     seed_list = _check_seeds(seeds)
     settings.validate()
     root = Path(out)
+    problem = folder_problem(root)
+    if problem is not None:
+        raise BenchmarkError(f"--out {str(root)!r} {problem}")
 
     # seeds outer: a matrix stopped part-way has every method for its first seeds
     cells = [CellKey(s, m, k) for s in specs for k in seed_list for m in names]

@@ -28,7 +28,8 @@ from rich.console import Console
 from dataset_recipes.commandline import EXIT_OK
 
 from ..checkpoints import CheckpointDir, StopRequest, TrainingStopped
-from ..files import write_json_atomic
+from ..files import folder_problem, write_json_atomic
+from ..fingerprint import dataset_fingerprint
 from ..locks import Busy, exclusive, folder_lock
 from .common import (
     MODEL_FILE,
@@ -75,7 +76,7 @@ class _TrainPlan:
 
 def _resume_args(args: argparse.Namespace) -> tuple[Path, argparse.Namespace]:
     """The run directory and the original ``train`` arguments of ``--resume``."""
-    run_dir = Path(args.resume)
+    run_dir = Path(args.resume).resolve()  # "." has a name and a parent
     run_info = read_run_file(run_dir / MODEL_FILE)
     command = run_info.get("command")
     if not isinstance(command, list) or command[1:2] != ["train"]:
@@ -85,12 +86,42 @@ def _resume_args(args: argparse.Namespace) -> tuple[Path, argparse.Namespace]:
         )
     if run_info.get("status") == "finished":
         raise CliError(f"the run in {str(run_dir)!r} has already finished")
+    _check_resume_options(args)
     original = build_parser().parse_args([str(w) for w in command[1:]])
     if original.resume:
         raise CliError(f"{str(run_dir)!r}: its command is itself a --resume")
-    original.no_progress = original.no_progress or args.no_progress
+    for name in _MACHINE_OPTIONS:  # where to run may change; what to run may not
+        if getattr(args, name) not in (None, False):
+            setattr(original, name, getattr(args, name))
     original.argv = command
     return run_dir, original
+
+
+#: Options of ``train`` that say how this machine runs a run, not what the run
+#: is: ``--resume`` takes them; every other option is the original command's.
+_MACHINE_OPTIONS = ("no_progress", "verbose", "threads", "device", "eval_workers")
+
+
+def _check_resume_options(args: argparse.Namespace) -> None:
+    """``--resume`` continues the original command: an option that would
+    change the run is refused by name rather than silently ignored."""
+    parser = build_parser()
+    defaults = vars(parser.parse_args(["train"]))
+    given = [
+        name
+        for name, value in vars(args).items()
+        if name in defaults
+        and name not in (*_MACHINE_OPTIONS, "resume", "command")
+        and value != defaults[name]
+    ]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        flags = flags.replace("--overrides", "--set")
+        raise CliError(
+            f"--resume continues the run with its original command, so it takes "
+            f"no {flags} (only --threads, --device, --eval-workers, "
+            "--no-progress, -v); start a new run to change them"
+        )
 
 
 def _train_plan(args: argparse.Namespace) -> _TrainPlan:
@@ -104,6 +135,10 @@ def _train_plan(args: argparse.Namespace) -> _TrainPlan:
         raise CliError(
             "--dataset is required (or --resume RUN_DIR to continue a stopped run)"
         )
+    if resume_dir is None:
+        problem = folder_problem(args.logdir)
+        if problem is not None:
+            raise CliError(f"--logdir {args.logdir!r} {problem}")
     check_positive("--checkpoint-every", args.checkpoint_every)
     preset = args.preset.lower()
     if preset not in PRESETS:
@@ -200,6 +235,20 @@ def _new_run_dir(root: Path, name: str) -> Path:
     return candidate
 
 
+def _check_same_data(plan: _TrainPlan, data: Any) -> None:
+    """A resumed run trains on the data it started with (runs made before
+    the fingerprint existed are not checked)."""
+    assert plan.resume_dir is not None
+    recorded = read_run_file(plan.resume_dir / MODEL_FILE).get("dataset_fingerprint")
+    now = dataset_fingerprint(data)
+    if recorded is not None and recorded != now:
+        raise CliError(
+            f"{plan.args.dataset!r} changed since the run started (fingerprint "
+            f"{recorded}, now {now}): resume needs the same data; rebuild it as "
+            "it was or start a new run"
+        )
+
+
 def _lock_run(run_dir: Path, held: ExitStack) -> None:
     """Hold ``run_dir``'s lock until ``held`` closes: one writer per run."""
     try:
@@ -222,12 +271,20 @@ def _open_run(
         _lock_run(run_dir, held)
         return run_dir, root, CheckpointDir(run_dir / "checkpoints")
     _lock_run(plan.resume_dir, held)  # before reading its checkpoints
+    _check_same_data(plan, data)
     checkpoints = CheckpointDir(plan.resume_dir / "checkpoints")
     algo.build_with_dataset(data)
     try:
         loaded = checkpoints.load_latest(algo)
     except FileNotFoundError as exc:
         raise CliError(f"cannot resume: {exc}") from None
+    if checkpoints.skipped:
+        out.print(
+            f"note: skipped unreadable newer checkpoint(s): "
+            f"{', '.join(checkpoints.skipped)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         f"resuming {plan.resume_dir} from {loaded.name} (step {algo.grad_step})",
         highlight=False,
@@ -259,6 +316,7 @@ def _run_info(
         "finished": None,
         "command": ["harmodt", *sys.argv[1:]] if args.argv is None else args.argv,
         "harmodt_version": harmodt_algo.__version__,
+        "dataset_fingerprint": dataset_fingerprint(data),
     }
     if plan.resume_dir is not None:
         previous = read_run_file(run_dir / MODEL_FILE)

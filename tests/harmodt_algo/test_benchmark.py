@@ -888,3 +888,21 @@ def test_a_cell_has_one_writer(matrix: Matrix, store: Path, tmp_path: Path) -> N
     assert not cell_path(tmp_path, matrix.dataset_id, "mtdt", 0).exists()
     with exclusive(lock, "cell"):  # released by the refused writer too
         pass
+
+
+def test_outputs_are_checked_before_any_cell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "file"
+    taken.write_text("mine")
+    base = ["run", "--methods", "mtdt", "--datasets", "MT5:expert", "--steps", "1"]
+    for extra, needle in (
+        (["--out", str(taken)], "--out"),
+        (["--out", str(tmp_path / "o"), "--report", str(taken)], "--report"),
+    ):
+        code = benchmark.main([*base, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert needle in err and "is a file, not a folder" in err
+    assert taken.read_text() == "mine"
+    assert not list(tmp_path.rglob("*.json"))

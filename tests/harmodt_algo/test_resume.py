@@ -163,3 +163,60 @@ def test_a_run_has_one_writer(
 
     with exclusive(folder_lock(run), "run"):  # the holder is gone: the lock is free
         pass
+
+
+def test_resume_takes_only_machine_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harmodt_algo.cli import main
+
+    run = tmp_path / "r"
+    run.mkdir()
+    record = {"command": ["harmodt", "train", "--dataset", "x/y-v0"]}
+    (run / RUN_FILE).write_text(json.dumps({**record, "status": "interrupted"}))
+    code = main(["train", "--resume", str(run), "--steps", "9", "--set", "a=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "takes no --steps, --set" in err and "start a new run" in err
+
+
+def test_resume_refuses_changed_data_and_notes_skipped_checkpoints(
+    _tiny_recipe_store: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store, dataset_id = _tiny_recipe_store
+    proc = _train(store, dataset_id, tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    (run,) = tmp_path.iterdir()
+    info = json.loads((run / RUN_FILE).read_text())
+    fingerprint = info["dataset_fingerprint"]
+    assert len(fingerprint) == 16
+    # as if stopped, with data that has changed since
+    (run / MODEL_FILE).unlink()
+    info |= {"status": "interrupted", "dataset_fingerprint": "0" * 16}
+    (run / RUN_FILE).write_text(json.dumps(info))
+    resumed = _train(store, dataset_id, tmp_path, "--resume", str(run))
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 2 and "changed since the run started" in err
+    # the same data, and an unreadable newer checkpoint: noted, then skipped
+    (run / RUN_FILE).write_text(json.dumps(info | {"dataset_fingerprint": fingerprint}))
+    (run / "checkpoints" / "step-999.pt").write_bytes(b"not a checkpoint")
+    resumed = _train(store, dataset_id, tmp_path, "--resume", str(run))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "skipped unreadable newer checkpoint(s): step-999.pt" in out
+
+
+def test_outputs_are_checked_before_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harmodt_algo.cli import main
+
+    taken = tmp_path / "file"
+    taken.write_text("mine")
+    code = main(["train", "--dataset", "x/y-v0", "--logdir", str(taken)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--logdir" in err and "is a file, not a folder" in err
+    assert taken.read_text() == "mine"
