@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import re
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -71,8 +72,12 @@ class CheckpointDir:
         if state is not None:
             write_json_atomic(path.with_suffix(".json"), state)
         tmp = self.root / f".{path.name}.tmp"
-        algo.save_model(str(tmp))
-        tmp.replace(path)
+        try:
+            algo.save_model(str(tmp))
+            tmp.replace(path)
+        except BaseException:  # disk full, a signal: no partial file is left
+            tmp.unlink(missing_ok=True)
+            raise
         kept = self.paths()[: self.keep]
         for old in self.paths()[self.keep :]:
             old.unlink(missing_ok=True)
@@ -123,15 +128,33 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._shielded = 0
+        self._pending = False
 
     @property
     def requested(self) -> bool:
         return self.signum is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:
+        if self.signum is None:
+            self.signum = signum
+        elif self._shielded:  # inside a write: interrupt once it is complete
+            self._pending = True
+        else:
             raise KeyboardInterrupt
-        self.signum = signum
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """A block (a file write) that a second signal does not cut: the
+        interrupt it asks for is raised when the block ends."""
+        self._shielded += 1
+        try:
+            yield
+        finally:
+            self._shielded -= 1
+            if self._pending and not self._shielded:
+                self._pending = False
+                raise KeyboardInterrupt
 
     def __enter__(self) -> StopRequest:
         import threading

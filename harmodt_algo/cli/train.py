@@ -17,6 +17,7 @@ import datetime as _dt
 import math
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -508,7 +509,8 @@ def _checkpoint_callback(
 
     def checkpoint(trained: HarmoDT, epoch: int, total_step: int) -> None:
         if stop.requested or trained.grad_step % every == 0:
-            checkpoints.save(trained)
+            with stop.shielded():  # a second Ctrl-C waits for the file
+                checkpoints.save(trained)
         if stop.signum is not None:
             raise TrainingStopped(stop.signum, trained.grad_step)
 
@@ -534,9 +536,10 @@ def _fit_run(
     run_dir, root, checkpoints = where
     every = int(plan.args.checkpoint_every)
     resume = f"harmodt train --resume {run_dir}"
-    status, stopped_by = "failed", None
+    status, stopped_by, cut = "failed", None, False
+    stop = StopRequest()
     try:
-        with StopRequest() as stop:
+        with stop:
             if algo.grad_step < plan.steps:
                 algo.fit(
                     data,
@@ -558,17 +561,25 @@ def _fit_run(
                 speed = _steps_per_second(algo.epoch_metrics)
                 if speed is not None:
                     run_info["train_steps_per_s"] = speed
-        algo.save(str(run_dir / MODEL_FILE))
+            with stop.shielded():
+                _save_model(algo, run_dir / MODEL_FILE)
         status = "finished"
         if rank == 0:  # the other ranks have left after their last step
             d3rlpy.distributed.destroy_process_group()
     except TrainingStopped as stopped:
         status, stopped_by = "interrupted", stopped.signum
         run_info["resume"] = resume
-    except KeyboardInterrupt:  # a second signal: the last periodic checkpoint
+    except KeyboardInterrupt:  # a second signal: the newest checkpoint is kept
+        status, stopped_by, cut = "interrupted", stop.signum or signal.SIGINT, True
+        run_info["resume"] = resume
+    except OSError as exc:  # a full disk, a vanished folder: say where
         status = "interrupted"
         run_info["resume"] = resume
-        raise
+        where_ = exc.filename or run_dir
+        raise CliError(
+            f"cannot write {str(where_)!r} ({exc.strerror or type(exc).__name__}); "
+            f"make room and continue with: {resume}"
+        ) from None
     finally:
         if evaluator is not None:
             evaluator.close()
@@ -579,12 +590,25 @@ def _fit_run(
             write_json_atomic(run_dir / RUN_FILE, run_info)
     if stopped_by is None:
         return EXIT_OK
-    print(
-        f"{PROG}: stopped after step {algo.grad_step} of {plan.steps} (checkpoint "
-        f"written); continue with: {resume}",
-        file=sys.stderr,
+    what = (
+        f"interrupted at step {algo.grad_step} of {plan.steps} (the newest "
+        "checkpoint is kept)"
+        if cut
+        else f"stopped after step {algo.grad_step} of {plan.steps} (checkpoint written)"
     )
-    return 128 + stopped_by  # 130 for SIGINT, 143 for SIGTERM
+    print(f"{PROG}: {what}; continue with: {resume}", file=sys.stderr)
+    return 128 + int(stopped_by)  # 130 for SIGINT, 143 for SIGTERM
+
+
+def _save_model(algo: HarmoDT, path: Path) -> None:
+    """``algo.save`` to a temporary name, then renamed: never half a model."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        algo.save(str(tmp))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _steps_per_second(fitted: list[tuple[int, dict[str, float]]]) -> float | None:

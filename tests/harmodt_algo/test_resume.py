@@ -220,3 +220,61 @@ def test_outputs_are_checked_before_work(
     err = capsys.readouterr().err
     assert code == 2 and "--logdir" in err and "is a file, not a folder" in err
     assert taken.read_text() == "mine"
+
+
+class _SlowModel:
+    """Stands for a model whose checkpoint write takes a while: half-way, a
+    second signal arrives (sent by the test itself, not by luck)."""
+
+    grad_step = 7
+
+    def save_model(self, path: str) -> None:
+        with open(path, "wb") as fh:
+            fh.write(b"first half ")
+            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C
+            time.sleep(0.05)
+            fh.write(b"second half")
+
+
+def test_a_second_signal_waits_for_the_checkpoint_write(tmp_path: Path) -> None:
+    from harmodt_algo.checkpoints import CheckpointDir, StopRequest
+
+    folder = CheckpointDir(tmp_path)
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # the first: a polite stop
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            with stop.shielded():
+                folder.save(_SlowModel())
+    assert (tmp_path / "step-7.pt").read_bytes() == b"first half second half"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_run_resumable(
+    _tiny_recipe_store: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    from harmodt_algo.checkpoints import CheckpointDir
+    from harmodt_algo.cli import main
+
+    store, dataset_id = _tiny_recipe_store
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+
+    def full(self: CheckpointDir, algo: object, state: object = None) -> Path:
+        tmp = self.root / ".step-20.pt.tmp"
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+
+    monkeypatch.setattr(CheckpointDir, "save", full)
+    argv = ["train", "--dataset", dataset_id, *ARGS, "--logdir", str(tmp_path)]
+    code = main([*argv, "--name", "r"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert ".step-20.pt.tmp" in err and "No space left on device" in err
+    (run,) = tmp_path.iterdir()
+    assert f"continue with: harmodt train --resume {run}" in err
+    info = json.loads((run / RUN_FILE).read_text())
+    assert info["status"] == "interrupted" and "resume" in info
