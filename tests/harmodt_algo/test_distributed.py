@@ -110,3 +110,67 @@ def test_harmodt_train_under_torchrun(
     (run,) = (tmp_path / "runs").iterdir()  # one run directory: rank 0's
     assert (run / "model.d3").is_file()
     assert proc.stdout.count("run directory:") == 1  # only rank 0 reports
+
+
+def _train_cmd(nproc: int, *args: str) -> list[str]:
+    launch = [sys.executable]
+    if nproc > 1:
+        launch += ["-m", "torch.distributed.run", "--standalone"]
+        launch += ["--nproc-per-node", str(nproc)]
+    return [*launch, "-m", "harmodt_algo.cli", "train", *args]
+
+
+_RUN_ARGS = [
+    *("--steps", "8", "--eval-every", "4", "--batch-size", "4", "--embed-size"),
+    *("16", "--layers", "1", "--heads", "2", "--context", "5", "--eval-episodes"),
+    *("0", "--set", "mask_interval=2", "--set", "max_timestep=100"),
+    *("--checkpoint-every", "4", "--no-progress", "--no-plots"),
+]
+
+
+def _stopped_at_4(run: Path) -> None:
+    """Make a finished run look stopped after its step-4 checkpoint."""
+    import json
+
+    (run / "model.d3").unlink()
+    (run / "checkpoints" / "step-8.pt").unlink()
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps(info | {"status": "interrupted"}))
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    algo = d3rlpy.load_learnable(str(run / "model.d3"))
+    state = dict(algo.impl._modules.transformer.state_dict())
+    state["masks"] = algo.impl.flat_masks()
+    return state
+
+
+def test_resume_under_any_world_size(
+    _tiny_recipe_store: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A checkpoint of a 2-process run resumes in 2 processes (bit-identical
+    to the uninterrupted run) and in 1; a 1-process checkpoint resumes in 2."""
+    import shutil
+
+    store, dataset_id = _tiny_recipe_store
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MINARI_DATASETS_PATH": str(store)}
+
+    def run(nproc: int, *args: str) -> None:
+        cmd = _train_cmd(nproc, *args)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    for nproc in (2, 1):
+        logdir = tmp_path / f"w{nproc}"
+        run(nproc, "--dataset", dataset_id, *_RUN_ARGS, "--logdir", str(logdir))
+        (done,) = logdir.iterdir()
+        reference = _weights(done)
+        _stopped_at_4(done)
+        for resume_nproc in (2, 1) if nproc == 2 else (2,):
+            copy = tmp_path / f"w{nproc}-r{resume_nproc}" / done.name
+            shutil.copytree(done, copy)
+            run(resume_nproc, "--resume", str(copy))
+            resumed = _weights(copy)
+            if resume_nproc == nproc:
+                for key, value in reference.items():
+                    assert torch.equal(resumed[key], value), key
