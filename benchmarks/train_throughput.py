@@ -36,7 +36,7 @@ from d3rlpy.models import VectorEncoderFactory
 from rich.console import Console
 from rich.table import Table
 
-from harmodt_algo import HarmoDT, HarmoDTConfig, MultiTaskDataset
+from harmodt_algo import PRESETS, HarmoDT, HarmoDTConfig, MultiTaskDataset
 from harmodt_algo.harmodt import step_seed
 from harmodt_algo.options import parse_device
 
@@ -205,6 +205,8 @@ def main() -> None:
                 "prompt_length": 0,
             },
         }
+        for surgery in ("pcgrad", "cagrad"):  # one backward pass per task
+            variants[f"{surgery} preset (dense, mixed)"] = dict(PRESETS[surgery])
         if args.bf16:
             variants["HarmoDT round_robin, bf16"] = {"precision": "bf16"}
         torch.manual_seed(0)

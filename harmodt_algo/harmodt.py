@@ -70,6 +70,7 @@ from .networks import (
     activation_names,
 )
 from .optimizer import MaskedAdamWFactory
+from .surgery import SURGERIES
 
 __all__ = [
     "HarmoDTConfig",
@@ -160,7 +161,10 @@ class HarmoDTConfig(TransformerConfig):
       in the shared layers, so block density falls over the run.
 
     Training: ``task_schedule`` round_robin (one task per step, as the
-    release) or mixed (balanced tasks in every batch); ``precision`` fp32 or
+    release) or mixed (balanced tasks in every batch); ``gradient_surgery``
+    none (the mean of the task losses), pcgrad or cagrad (with ``cagrad_c``):
+    one gradient per task of a mixed batch, combined by
+    :mod:`harmodt_algo.surgery`; ``precision`` fp32 or
     bf16 (autocast of the forward pass; weights, optimizer and loss stay
     float32); ``compile_graph`` is rejected (see ``validate``); ``seed`` makes
     sampling, dropout and mask draws reproducible and resumable.
@@ -208,6 +212,8 @@ class HarmoDTConfig(TransformerConfig):
     block_growth: bool = True
     accumulator_dtype: str = "float32"
     task_schedule: str = "round_robin"
+    gradient_surgery: str = "none"
+    cagrad_c: float = 0.5
     precision: str = "fp32"
     seed: int = 0
     task_names: list[str] = dataclasses.field(default_factory=list)
@@ -247,6 +253,21 @@ class HarmoDTConfig(TransformerConfig):
         choice("importance", self.importance, mask_ops.IMPORTANCE_KINDS)
         choice("task_schedule", self.task_schedule, TASK_SCHEDULES)
         choice("precision", self.precision, PRECISIONS)
+        choice("gradient_surgery", self.gradient_surgery, SURGERIES)
+        if not self.cagrad_c >= 0.0:  # also rejects NaN
+            raise ValueError(f"cagrad_c must be >= 0, got {self.cagrad_c}")
+        if self.gradient_surgery != "none":
+            if self.task_schedule != "mixed":
+                raise ValueError(
+                    f"gradient_surgery={self.gradient_surgery!r} combines the "
+                    "gradients of the tasks in a batch: it needs "
+                    "task_schedule='mixed' (round-robin batches hold one task)"
+                )
+            if self.uses_masks and self.harmony_estimator == "accumulated":
+                raise ValueError(
+                    "gradient_surgery and the accumulated harmony estimator do "
+                    "not combine; use harmony_estimator='batch'"
+                )
         if self.compile_graph:
             raise ValueError(
                 "compile_graph=True is not supported by HarmoDT: its blocks take "
@@ -385,6 +406,23 @@ PRESETS: dict[str, dict[str, Any]] = {
     # README's preset table cites the release for each); model size, steps
     # and the learning-rate warm-up are the run's, not the preset's
     "harmodt-f-paper": RELEASE_REGIME,
+    # gradient surgery on the dense model without prompt (MTDT's network),
+    # every task in every batch: PCGrad (Yu et al. 2020), CAGrad (Liu et al. 2021)
+    "pcgrad": {
+        "mask_init": "dense",
+        "mask_interval": 0,
+        "prompt_length": 0,
+        "task_schedule": "mixed",
+        "gradient_surgery": "pcgrad",
+    },
+    "cagrad": {
+        "mask_init": "dense",
+        "mask_interval": 0,
+        "prompt_length": 0,
+        "task_schedule": "mixed",
+        "gradient_surgery": "cagrad",
+        "cagrad_c": 0.5,
+    },
     # controls: ERK masks at HarmoDT's density that never change, no prompt
     "sparse-static": {"mask_interval": 0, "prompt_length": 0},
     "mtdt": {"mask_init": "dense", "mask_interval": 0, "prompt_length": 0},
@@ -610,6 +648,8 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             protect_1d=cfg.protect_1d,
             shared_update_masks=cfg.shared_update_masks,
             block_growth=cfg.block_growth,
+            surgery=cfg.gradient_surgery,
+            cagrad_c=cfg.cagrad_c,
         )
 
     def set_mask_update(self, **options: Any) -> None:

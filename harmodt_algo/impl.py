@@ -20,6 +20,7 @@ from d3rlpy.types import Shape
 from torch import nn
 
 from . import masks as mask_ops
+from . import surgery
 from .networks import (
     BatchWeights,
     MaskedDecisionTransformer,
@@ -59,6 +60,8 @@ class MaskUpdateSettings:
     protect_1d: bool = False
     shared_update_masks: bool = False
     block_growth: bool = True
+    surgery: str = "none"
+    cagrad_c: float = 0.5
 
     @property
     def accumulates(self) -> bool:
@@ -257,9 +260,13 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         if accumulate:
             for name in self._masked:  # the effective weights' gradient, same backward
                 weights.tensors[name].retain_grad()
-        per_seq = self._per_sequence_loss(batch, weights)
-        loss = per_seq.mean()
-        loss.backward()
+        if self._settings.surgery != "none" and weights.unique.numel() > 1:
+            per_seq = self._surgery_backward(batch, weights)
+            loss = per_seq.mean()
+        else:
+            per_seq = self._per_sequence_loss(batch, weights)
+            loss = per_seq.mean()
+            loss.backward()
         if accumulate:
             self._accumulate(weights, per_seq.shape[0])
         if self._settings.use_masks and isinstance(optim, MaskedOptimizerWrapper):
@@ -277,6 +284,47 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         for t in torch.nonzero(counts).flatten().tolist():
             metrics[f"task_loss/{t}"] = float(per_task[t] / counts[t])
         return metrics
+
+    def _surgery_backward(
+        self, batch: TorchTrajectoryMiniBatch, weights: BatchWeights
+    ) -> torch.Tensor:
+        """Each task's mean-loss gradient (one backward pass per task),
+        averaged over processes, combined by the configured surgery and set
+        as the parameters' ``.grad``; returns the per-sequence losses (B,).
+
+        The forward bypasses DDP (its reducer expects one backward); the
+        per-task gradients are all-reduced here instead, so every process
+        combines the same global gradients.
+        """
+        per_seq = self._per_sequence_loss(batch, weights, synced=False)  # (B,)
+        params = [p for p in self._net.parameters() if p.requires_grad]
+        num = weights.unique.numel()
+        rows = []
+        for u in range(num):
+            task_loss = per_seq[weights.inverse == u].mean()
+            grads = torch.autograd.grad(
+                task_loss, params, retain_graph=u < num - 1, allow_unused=True
+            )
+            rows.append(
+                torch.cat(
+                    [
+                        (torch.zeros_like(p) if g is None else g).reshape(-1)
+                        for g, p in zip(grads, params, strict=True)
+                    ]
+                )
+            )
+        task_grads = torch.stack(rows)  # (U, P)
+        task_grads /= _all_reduce_sum(task_grads)  # the mean over processes
+        generator = torch.Generator().manual_seed(int(self._modules.masks.step))
+        update = surgery.combine(
+            self._settings.surgery, task_grads, generator, self._settings.cagrad_c
+        )  # (P,)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = update[offset : offset + n].view_as(p).clone()
+            offset += n
+        return per_seq
 
     def _accumulate(self, weights: BatchWeights, batch_size: int) -> None:
         """Add each task's own mean-loss gradient w.r.t. θ⊙M_t to its running sum.

@@ -18,16 +18,18 @@ import d3rlpy
 import torch
 from d3rlpy.logging import NoopAdapterFactory
 
-from harmodt_algo import HarmoDT, HarmoDTConfig
+from harmodt_algo import PRESETS, HarmoDT, HarmoDTConfig
 from tests.harmodt_algo.ddp_setup import CONFIG, STEPS, dataset  # PYTHONPATH=root
 
 
 def main(out: Path, estimator: str) -> None:
     torch.set_num_threads(1)
     rank = d3rlpy.distributed.init_process_group("gloo")
-    algo = HarmoDT(
-        HarmoDTConfig(**CONFIG, harmony_estimator=estimator), enable_ddp=True
-    )
+    if estimator in ("pcgrad", "cagrad"):  # a surgery preset, mixed batches
+        options = {**CONFIG, **PRESETS[estimator]}
+    else:
+        options = {**CONFIG, "harmony_estimator": estimator}
+    algo = HarmoDT(HarmoDTConfig(**options), enable_ddp=True)
     seen: list[float] = []
     update = algo.update
 

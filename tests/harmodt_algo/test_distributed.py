@@ -81,6 +81,18 @@ def test_two_gloo_ranks_match_each_other_and_one_process(
     assert resumed.grad_step == STEPS + 2
 
 
+@pytest.mark.parametrize("preset", ["pcgrad"])
+def test_gradient_surgery_under_two_gloo_ranks(tmp_path: Path, preset: str) -> None:
+    """The per-task gradients are all-reduced before the surgery, so both
+    ranks apply the same update and end bit-identical."""
+    r0, r1 = _torchrun(tmp_path, preset)
+    for name, value in r0["weights"].items():  # type: ignore[union-attr]
+        assert torch.equal(value, r1["weights"][name]), name  # type: ignore[index]
+    assert all(a != b for a, b in zip(r0["seen"], r1["seen"], strict=True))  # type: ignore[call-overload]
+    loaded = d3rlpy.load_learnable(str(tmp_path / "model.d3"))
+    assert loaded.config.gradient_surgery == preset
+
+
 def test_enable_ddp_without_a_process_group_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match="torchrun.*init_process_group"):
         HarmoDT(HarmoDTConfig(), enable_ddp=True)
