@@ -84,6 +84,9 @@ __all__ = [
 
 TASK_SCHEDULES = ("round_robin", "mixed")
 CHANGE_SCHEDULES = ("cosine", "constant")
+#: Mask starts: drawn per layer density (erk, uniform, dense), or chosen
+#: from each task's gradients at the initial weights with ERK's densities.
+MASK_INITS = (*mask_ops.DENSITY_KINDS, "learned")
 #: Seeds feed torch's and numpy's generators: one 32-bit range for both.
 MAX_SEED = 2**32 - 1
 HARMONY_ESTIMATORS = ("batch", "accumulated")
@@ -249,7 +252,7 @@ class HarmoDTConfig(TransformerConfig):
                     f"unknown {name} {value!r}; choose one of {list(valid)}"
                 )
 
-        choice("mask_init", self.mask_init, mask_ops.DENSITY_KINDS)
+        choice("mask_init", self.mask_init, MASK_INITS)
         choice("importance", self.importance, mask_ops.IMPORTANCE_KINDS)
         choice("task_schedule", self.task_schedule, TASK_SCHEDULES)
         choice("precision", self.precision, PRECISIONS)
@@ -454,6 +457,12 @@ MASK_UPDATE_FIELDS: tuple[str, ...] = (
 )
 
 
+def _density_kind(mask_init: str) -> str:
+    """The per-layer densities of a mask start (a learned start uses ERK's
+    and is drawn until the data chooses it)."""
+    return "erk" if mask_init == "learned" else mask_init
+
+
 def _mask_covered(
     net: MaskedDecisionTransformer, config: HarmoDTConfig
 ) -> dict[str, torch.nn.Parameter]:
@@ -610,7 +619,9 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             accumulate_dtype=ACCUMULATOR_DTYPES[cfg.accumulator_dtype],
         ).to(self._device)
         task_masks.step.fill_(super().grad_step)  # a set_grad_step before building
-        densities = mask_ops.layer_densities(cfg.mask_init, shapes, 1.0 - cfg.sparsity)
+        densities = mask_ops.layer_densities(
+            _density_kind(cfg.mask_init), shapes, 1.0 - cfg.sparsity
+        )
         generator = torch.Generator().manual_seed(cfg.seed)
         task_masks.assign(
             mask_ops.sample_masks(shapes, densities, num_tasks, generator)
@@ -966,6 +977,29 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         assert self._impl is not None
         if cfg.prompt_length > 0:
             self._impl._modules.prompts.assign(self._scaled_prompts(dataset))
+        if cfg.mask_init == "learned" and cfg.uses_masks:
+            self._learn_masks(dataset)
+
+    def _learn_masks(self, dataset: MultiTaskDataset) -> None:
+        """``mask_init="learned"``: each task's starting mask chosen from its
+        gradients on ``mask_batch_size`` sequences of its data (the same
+        sequences on every rank), at ERK's per-layer densities."""
+        assert self._impl is not None
+        cfg = self._config
+        rng = np.random.default_rng(step_seed(cfg.seed, 0, 2))
+        batches = [
+            self._to_torch(
+                dataset.sample_batch(
+                    np.full(cfg.mask_batch_size, dataset.task_names.index(name)),
+                    cfg.context_size,
+                    rng,
+                )
+            )
+            for name in self.task_names
+        ]
+        shapes = self._impl._shapes
+        densities = mask_ops.layer_densities("erk", shapes, 1.0 - cfg.sparsity)
+        self._impl.learned_masks(batches, densities)
 
     def build_with_dataset(self, dataset: Any) -> None:  # type: ignore[override]
         """Build the model from a dataset without training (d3rlpy's hook):

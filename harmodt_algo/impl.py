@@ -390,6 +390,35 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         net.train(was_training)
         return torch.stack(rows)  # (T, N)
 
+    def mean_task_gradients(
+        self, batches: Sequence[TorchTrajectoryMiniBatch]
+    ) -> torch.Tensor:
+        """:meth:`task_gradients` averaged over the processes of a
+        torch.distributed run (unchanged without one): (T, N), the same on
+        every rank."""
+        grads = self.task_gradients(batches)  # (T, N), this rank's batches
+        grads /= _all_reduce_sum(grads)  # in place: the mean over ranks
+        return grads
+
+    @torch.no_grad()
+    def learned_masks(
+        self, batches: Sequence[TorchTrajectoryMiniBatch], densities: dict[str, float]
+    ) -> None:
+        """Each task's mask chosen from its gradients at the current weights:
+        per layer, the entries with the largest connection sensitivity
+        ``|θ ⊙ g_t|`` (SNIP, Lee et al. 2019) at the layer's density, with
+        ``g_t`` taken on the dense model (every entry active)."""
+        masks = self._modules.masks
+        masks.assign({n: torch.ones_like(m) for n, m in masks.as_dict().items()})
+        with torch.enable_grad():
+            grads = self.mean_task_gradients(batches)  # (T, N)
+        theta = torch.cat(
+            [self._covered[n].detach().reshape(-1) for n in self._names]
+        )  # (N,)
+        scores = (grads * theta.unsqueeze(0)).abs()  # (T, N)
+        chosen = mask_ops.top_entries(scores, self._shapes, densities, self._names)
+        masks.assign(mask_ops.unflatten_masks(chosen, self._shapes, self._names))
+
     def update_masks(
         self,
         change_counts: torch.Tensor,
@@ -414,9 +443,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         else:
             if batches is None:
                 raise ValueError("the batch estimator needs one batch per task")
-            grads = self.task_gradients(batches)  # (T, N), this rank's slice
-            world = _all_reduce_sum(grads)  # in place: the sum over ranks
-            grads /= world  # the mean (unchanged without torch.distributed)
+            grads = self.mean_task_gradients(batches)  # (T, N)
             valid = torch.ones(grads.shape[0], dtype=torch.bool, device=grads.device)
         with torch.no_grad():
             old = mask_ops.flatten_masks(masks.as_dict(), self._names)

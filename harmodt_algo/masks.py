@@ -51,6 +51,7 @@ __all__ = [
     "pack_masks",
     "sample_masks",
     "task_densities",
+    "top_entries",
     "uniform_densities",
     "unflatten_masks",
     "unpack_masks",
@@ -194,6 +195,41 @@ def sample_masks(
             u = torch.rand((num_tasks, *shape), generator=generator, device=device)
             masks[name] = u < d  # (T, *shape)
     return masks
+
+
+def top_entries(
+    scores: torch.Tensor,
+    shapes: Mapping[str, Sequence[int]],
+    densities: Mapping[str, float],
+    names: Sequence[str],
+) -> torch.Tensor:
+    """Per task and layer, the ``round(density · n)`` entries with the
+    highest score: a chosen (not drawn) mask with each layer's density.
+
+    Args:
+        scores: ``(T, N)`` in the flattened ``names`` order.
+
+    Returns:
+        A ``(T, N)`` bool tensor.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be (T, N), got shape {tuple(scores.shape)}")
+    out = torch.zeros_like(scores, dtype=torch.bool)  # (T, N)
+    offset = 0
+    for name in names:
+        n = math.prod(int(d) for d in shapes[name])
+        d = float(densities[name])
+        _check_density(d)
+        k = min(n, max(1, round(d * n)))
+        layer = scores[:, offset : offset + n]  # (T, n)
+        top = torch.topk(layer, k, dim=1).indices  # (T, k)
+        out[:, offset : offset + n].scatter_(1, top, True)
+        offset += n
+    if offset != scores.shape[1]:
+        raise ValueError(
+            f"shapes cover {offset} entries, scores have {scores.shape[1]}"
+        )
+    return out
 
 
 def flatten_masks(

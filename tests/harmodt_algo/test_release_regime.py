@@ -234,3 +234,48 @@ def test_paper_preset_trains_saves_and_loads(tmp_path: Any) -> None:
     loaded = d3rlpy.load_learnable(str(path))
     assert loaded.impl is not None and algo.impl is not None
     assert torch.equal(loaded.impl.flat_masks(), algo.impl.flat_masks())
+
+
+# ------------------------------------------------------ learned mask start
+
+
+def test_learned_start_keeps_each_layers_erk_density_and_is_chosen() -> None:
+    algo, data = _built(mask_init="learned", attn_dropout=0.0, resid_dropout=0.0,
+                        embed_dropout=0.0)  # fmt: skip
+    impl = algo.impl
+    assert impl is not None
+    densities = mask_ops.layer_densities("erk", impl._shapes, 0.8)
+    masks = impl._modules.masks
+    for name, shape in impl._shapes.items():
+        n = int(np.prod(shape))
+        expected = min(n, max(1, round(densities[name] * n)))
+        counts = masks.get(name).reshape(3, -1).sum(dim=1)
+        assert counts.tolist() == [expected] * 3, name
+    flat = impl.flat_masks()
+    assert not torch.equal(flat[0], flat[1])  # each task chooses its own
+    again, _ = _built(mask_init="learned", attn_dropout=0.0, resid_dropout=0.0,
+                      embed_dropout=0.0)  # fmt: skip
+    assert again.impl is not None
+    assert torch.equal(again.impl.flat_masks(), flat)  # deterministic
+    # chosen, not drawn: the top |θ ⊙ g_t| per layer, g_t on the dense model
+    rng = np.random.default_rng(5)
+    batches = [
+        algo._to_torch(data.sample_batch(np.full(4, t), 5, rng)) for t in range(3)
+    ]
+    impl.learned_masks(batches, densities)
+    chosen = impl.flat_masks().clone()
+    masks.assign({n: torch.ones_like(m) for n, m in masks.as_dict().items()})
+    with torch.enable_grad():
+        grads = impl.mean_task_gradients(batches)
+    theta = torch.cat([impl._covered[n].detach().reshape(-1) for n in impl._names])
+    scores = (grads * theta).abs()
+    expected = mask_ops.top_entries(scores, impl._shapes, densities, impl._names)
+    assert torch.equal(chosen, expected)
+    fit(algo, data, n_steps=2)  # and it trains
+
+
+def test_top_entries_picks_the_highest_scores_per_layer() -> None:
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.2, 0.7, 0.3]])
+    shapes = {"a": (2, 2), "b": (2,)}
+    chosen = mask_ops.top_entries(scores, shapes, {"a": 0.5, "b": 0.5}, ["a", "b"])
+    assert chosen.tolist() == [[False, True, True, False, True, False]]
