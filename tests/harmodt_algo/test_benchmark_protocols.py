@@ -356,3 +356,49 @@ def test_the_paper_study_table_pairs_both_protocols(tmp_path: Path) -> None:
     assert cols[1:4] == ["3", "63.3", "73.3"]  # (a) final, (b) best = final + 10
     assert cols[4].startswith("+10.0 [+10.0, +10.0]")  # b − a, every seed +10
     assert cols[5].startswith("+13.3 [") and cols[6].startswith("+13.3 [")
+
+
+def test_the_ablation_study_commands_and_tables(tmp_path: Path) -> None:
+    import runpy
+    import shlex
+
+    from harmodt_algo import HarmoDTConfig, benchmark
+    from harmodt_algo.benchmark.methods import check_methods
+
+    root = Path(__file__).resolve().parents[2]
+    study = runpy.run_path(str(root / "examples" / "ablation_study.py"))
+    seen = set()
+    for stream in study["commands"]():
+        for line in stream.split(" && "):
+            args = benchmark.build_parser().parse_args(shlex.split(line)[3:])
+            (method,) = check_methods(args.methods)
+            overrides = benchmark.parse_overrides(args.set, [method])[method]
+            row = args.out.rsplit("/", 1)[-1]
+            label, preset, extra, _ = study["ROWS"][row]
+            assert method == preset and overrides == {**overrides, **extra}
+            assert overrides["batch_size"] == 16 and args.steps == 10_000
+            HarmoDTConfig.from_preset(method, **overrides).validate()
+            seen.add((row, args.seeds[0]))
+    expected = {(r, s) for r, (*_, seeds) in study["ROWS"].items() for s in seeds}
+    assert seen == expected
+    # the easiest and hardest tasks by the data's own success, in suite order
+    names = [f"t{i}" for i in range(12)]
+    meta = {
+        "task_names": names,
+        "task_stats": {t: {"success_rate": i / 12} for i, t in enumerate(names)},
+    }
+    easy, hard = study["difficulty_sets"](meta, size=3)
+    assert easy == ["t9", "t10", "t11"] and hard == ["t0", "t1", "t2"]
+    # a row paired against the harmony study's cells
+    slug = study["STUDY"]["DATASET_SLUG"]
+    for folder, method, values in (
+        (tmp_path / "study", "mtdt", (40.0, 50.0)),
+        (tmp_path / "abl" / "pcgrad", "pcgrad", (45.0, 60.0)),
+    ):
+        for seed, value in enumerate(values):
+            path = folder / slug / method / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"seed": seed, "success_mean": value / 100}))
+    text = study["table"](tmp_path / "abl", tmp_path / "study")
+    (row,) = [line for line in text.splitlines() if line.startswith("| PCGrad |")]
+    assert "| 2 | 52.5 | +7.5 [" in row and row.endswith("| — |")
