@@ -27,6 +27,7 @@ from .card import LearnerCurve, TaskStats  # noqa: E402
 from .envs import make_env  # noqa: E402
 from .errors import BuildInterrupted, RecipeError  # noqa: E402
 from .ids import RecipeId, dataset_id, parse_dataset_id  # noqa: E402
+from .mujoco_tasks import BENCHMARKS, benchmark_tasks  # noqa: E402  (registers)
 from .qualities import (  # noqa: E402
     QUALITIES,
     QUALITY_NAMES,
@@ -45,6 +46,7 @@ from .replay_build import (  # noqa: E402
 from .suites import SUITE_NAMES, all_tasks, list_suites, resolve_tasks  # noqa: E402
 
 __all__ = [
+    "BENCHMARKS",
     "DEFAULT_ENV_STEPS_PER_TASK",
     "QUALITIES",
     "QUALITY_NAMES",
@@ -53,6 +55,7 @@ __all__ = [
     "LearnerCurve",
     "ReplayBuildResult",
     "SACSettings",
+    "benchmark_tasks",
     "build_replay_datasets",
     "replay_dataset_ids",
     "SUITE_NAMES",
