@@ -47,14 +47,23 @@ def write_json_atomic(path: Path, data: Mapping[str, Any], indent: int = 2) -> N
 def folder_problem(path: str | Path) -> str | None:
     """Why results cannot be written under ``path`` (None when they can):
     checked before any work, so a long run never ends on an unwritable
-    output. Creates the folder (and its parents) when missing."""
+    output. Creates nothing: a missing folder is judged by its nearest
+    existing parent."""
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        return "is a file, not a folder"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-            pass
-    except OSError as exc:
-        return f"is not writable ({exc.strerror or type(exc).__name__})"
+    if folder.exists():
+        if not folder.is_dir():
+            return "is a file, not a folder"
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+                pass
+        except OSError as exc:
+            return f"is not writable ({exc.strerror or type(exc).__name__})"
+        return None
+    parent = folder.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot be created: {str(parent)!r} is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: {str(parent)!r} is not writable"
     return None
