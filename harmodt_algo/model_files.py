@@ -1,4 +1,9 @@
-"""Reading model files without running code from them.
+"""Model files that cannot run code, and reading d3rlpy's that way.
+
+Two formats. ``.safetensors`` (:func:`save_safe_model`): the weights, masks
+and prompts as tensors, the config (with the task list) as JSON metadata: a
+format made for sharing, with no code in it. ``.d3`` (d3rlpy's, what
+``HarmoDT.save`` writes and ``d3rlpy.load_learnable`` reads) read as below.
 
 Why: d3rlpy's ``.d3`` file is a pickle (``d3rlpy.base.dump_learnable``), and
 ``pickle.load`` runs whatever the file asks for: a crafted ``.d3`` executes its
@@ -24,7 +29,21 @@ import torch
 from d3rlpy.base import LearnableConfigWithShape
 from d3rlpy.torch_utility import map_location, unwrap_ddp_model
 
-__all__ = ["UnsafeModelFile", "load_learnable_file", "load_weights"]
+__all__ = [
+    "SAFE_SUFFIX",
+    "UnsafeModelFile",
+    "load_learnable_file",
+    "load_weights",
+    "safe_sibling",
+    "save_safe_model",
+]
+
+#: The suffix of the tensors-and-JSON model format.
+SAFE_SUFFIX = ".safetensors"
+_FORMAT = "harmodt-model/1"
+#: The modules a safe model file holds: everything but the optimizer state
+#: (a model file is for acting, evaluating and adapting; checkpoints resume).
+_SAFE_MODULES = ("transformer", "masks", "prompts")
 
 
 class UnsafeModelFile(pickle.UnpicklingError):
@@ -67,10 +86,73 @@ def load_weights(algo: Any, source: str | Path | bytes) -> None:
         module.load_state_dict(state[name])
 
 
+def _modules(algo: Any) -> dict[str, torch.nn.Module]:
+    """The safe-file modules of a built model, unwrapped from DDP."""
+    found = algo.impl.modules.create_checkpointer(algo.impl.device).modules
+    return {name: unwrap_ddp_model(found[name]) for name in _SAFE_MODULES}
+
+
+def safe_sibling(path: str | Path) -> Path:
+    """``model.d3`` -> ``model.safetensors`` (where commands write the safe copy)."""
+    return Path(path).with_suffix(SAFE_SUFFIX)
+
+
+def save_safe_model(algo: Any, path: str | Path) -> Path:
+    """Write ``algo`` (built) as a ``.safetensors`` model file, atomically."""
+    from safetensors.torch import save_file
+
+    assert algo.impl is not None, "build the model before saving it"
+    tensors = {
+        f"{module}.{key}": value.detach().cpu().contiguous()
+        for module, net in _modules(algo).items()
+        for key, value in net.state_dict().items()
+    }
+    config = LearnableConfigWithShape(
+        observation_shape=algo.impl.observation_shape,
+        action_size=algo.impl.action_size,
+        config=algo.config,
+    )
+    metadata = {"format": _FORMAT, "config": config.serialize()}
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _load_safe(path: Path, device: Any) -> Any:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = fh.metadata() or {}
+        if metadata.get("format") != _FORMAT:
+            raise ValueError(
+                f"not a harmodt model file (format {metadata.get('format')!r})"
+            )
+        tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+    config = LearnableConfigWithShape.deserialize(metadata["config"])
+    algo = config.create(device)
+    for module, net in _modules(algo).items():
+        prefix = f"{module}."
+        state = {
+            k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)
+        }
+        net.load_state_dict(state)
+    return algo
+
+
 def load_learnable_file(path: str | Path, device: Any = None) -> Any:
-    """``d3rlpy.load_learnable`` without code execution: the algorithm a
-    ``.d3`` file holds, or :class:`UnsafeModelFile` / ``ValueError``."""
-    with open(path, "rb") as fh:
+    """The algorithm a model file holds, without running code from it: a
+    ``.safetensors`` file, or a ``.d3`` read with the data-only unpickler
+    (:class:`UnsafeModelFile` if it asks for more)."""
+    file = Path(path)
+    if file.suffix == SAFE_SUFFIX:
+        return _load_safe(file, device)
+    with open(file, "rb") as fh:
         obj = _read_d3(fh)
     config = LearnableConfigWithShape.deserialize(obj["config"])
     algo = config.create(device)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -28,8 +29,16 @@ def _target(args: argparse.Namespace, model_path: Path) -> Path:
         raise CliError("--out must differ from the model file (it is not changed)")
     if target.is_dir():
         raise CliError(f"--out {str(target)!r} is a directory; give a file name")
-    if target.exists() and not args.overwrite:
-        raise CliError(f"--out {str(target)!r} exists; pass --overwrite to replace it")
+    from ..model_files import SAFE_SUFFIX, safe_sibling
+
+    written = [target]
+    if target.suffix != SAFE_SUFFIX:
+        written.append(safe_sibling(target))  # the code-free copy beside it
+    for path in written:
+        if path.exists() and not args.overwrite:
+            raise CliError(
+                f"--out {str(path)!r} exists; pass --overwrite to replace it"
+            )
     folder = target.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise CliError(
@@ -37,6 +46,19 @@ def _target(args: argparse.Namespace, model_path: Path) -> Path:
             "writable folder"
         )
     return target
+
+
+def _write(algo: Any, target: Path) -> None:
+    """``target`` as asked (``.safetensors``, or ``.d3`` with the code-free
+    ``.safetensors`` beside it), each file atomically."""
+    from ..model_files import SAFE_SUFFIX, safe_sibling, save_safe_model
+
+    if target.suffix != SAFE_SUFFIX:
+        tmp = target.with_name(f".{target.name}.tmp")
+        algo.save(str(tmp))
+        tmp.replace(target)
+        target = safe_sibling(target)
+    save_safe_model(algo, target)
 
 
 def cmd_adapt(args: argparse.Namespace, out: Console) -> int:
@@ -69,9 +91,7 @@ def cmd_adapt(args: argparse.Namespace, out: Console) -> int:
             threshold=args.threshold,
             steps=args.tune_steps,
         )
-    tmp = target.with_name(f".{target.name}.tmp")
-    algo.save(str(tmp))
-    tmp.replace(target)
+    _write(algo, target)
     out.print(
         f"added {len(data.task_names)} task(s) to {model_path.name} with "
         f"{args.method}: {', '.join(data.task_names)}",

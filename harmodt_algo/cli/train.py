@@ -32,6 +32,7 @@ from ..checkpoints import CheckpointDir, StopRequest, TrainingStopped
 from ..files import folder_problem, write_json_atomic
 from ..fingerprint import dataset_fingerprint
 from ..locks import Busy, exclusive, folder_lock
+from ..model_files import safe_sibling, save_safe_model
 from .common import (
     MODEL_FILE,
     PROG,
@@ -601,7 +602,8 @@ def _fit_run(
 
 
 def _save_model(algo: HarmoDT, path: Path) -> None:
-    """``algo.save`` to a temporary name, then renamed: never half a model."""
+    """d3rlpy's ``.d3`` and the code-free ``.safetensors`` beside it, each
+    written to a temporary name and renamed: never half a model."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         algo.save(str(tmp))
@@ -609,6 +611,7 @@ def _save_model(algo: HarmoDT, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    save_safe_model(algo, safe_sibling(path))
 
 
 def _steps_per_second(fitted: list[tuple[int, dict[str, float]]]) -> float | None:

@@ -22,6 +22,7 @@ import harmodt_algo  # noqa: F401  (before d3rlpy: registers HarmoDT)
 import d3rlpy
 import numpy as np
 import pytest
+import torch
 from d3rlpy.dataset import Episode, create_infinite_replay_buffer
 
 from harmodt_algo import PRESETS, HarmoDT
@@ -135,6 +136,12 @@ def test_train_writes_model_run_file_logs_and_plots(tiny_run: TinyRun) -> None:
     assert algo.task_names == TINY_TASKS
     assert algo.grad_step == 4
     assert algo.config.embed_size == 32 and algo.config.mask_interval == 2
+    # the code-free copy beside it holds the same model
+    from harmodt_algo.model_files import load_learnable_file
+
+    safe = load_learnable_file(tiny_run.model.with_suffix(".safetensors"))
+    assert safe.impl is not None and algo.impl is not None
+    assert torch.equal(safe.impl.flat_masks(), algo.impl.flat_masks())
 
     run = json.loads((tiny_run.run_dir / RUN_FILE).read_text())
     assert run["dataset_id"] == tiny_run.dataset_id
@@ -560,6 +567,7 @@ def test_adapt_adds_unseen_tasks_and_evaluate_reports_them(
     )
     assert code == 0, err
     assert "added 1 task(s)" in out and out_file.is_file()
+    assert out_file.with_suffix(".safetensors").is_file()  # the code-free copy
     adapted = d3rlpy.load_learnable(str(out_file))
     assert adapted.task_names == (*TINY_TASKS, "push-v3")
     assert d3rlpy.load_learnable(str(tiny_run.model)).task_names == TINY_TASKS

@@ -76,3 +76,35 @@ def test_a_crafted_checkpoint_is_not_loaded(tmp_path: Path) -> None:
     loaded.create_impl(algo.impl.observation_shape, algo.impl.action_size)  # type: ignore[union-attr]
     assert folder.load_latest(loaded) == good  # falls back to the real one
     assert not marker.exists()
+
+
+def test_the_safetensors_model_file_round_trips(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harmodt_algo.model_files import save_safe_model
+
+    algo, _ = _trained(tmp_path)
+    path = save_safe_model(algo, tmp_path / "model.safetensors")
+    loaded = load_learnable_file(path)
+    assert loaded.impl is not None and algo.impl is not None
+    assert loaded.task_names == algo.task_names
+    assert torch.equal(loaded.impl.flat_masks(), algo.impl.flat_masks())
+    for a, b in zip(
+        loaded.impl._net.state_dict().values(),
+        algo.impl._net.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+    prompts = zip(
+        loaded.impl._modules.prompts.state_dict().values(),
+        algo.impl._modules.prompts.state_dict().values(),
+        strict=True,
+    )
+    assert all(torch.equal(a, b) for a, b in prompts)
+    assert main(["info", str(path)]) == 0
+    assert "task-0" in capsys.readouterr().out
+    # a file of another format under the suffix is one line, exit 2
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    assert main(["info", str(fake)]) == 2
+    assert "not a readable d3rlpy model file" in capsys.readouterr().err
