@@ -171,7 +171,10 @@ class HarmoDTConfig(TransformerConfig):
     bf16 (autocast of the forward pass; weights, optimizer and loss stay
     float32); ``compile_graph`` is rejected (see ``validate``); ``seed`` makes
     sampling, dropout and mask draws reproducible and resumable.
-    ``task_names`` is set by ``fit`` (the model's task order).
+    ``task_names`` is set by ``fit`` (the model's task order);
+    ``task_datasets`` maps a task to the Minari dataset id it was trained or
+    adapted on, where that is known (``fit`` on Minari datasets records it;
+    ``harmodt adapt`` too), so a model file says where its tasks came from.
     """
 
     batch_size: int = 64
@@ -220,6 +223,7 @@ class HarmoDTConfig(TransformerConfig):
     precision: str = "fp32"
     seed: int = 0
     task_names: list[str] = dataclasses.field(default_factory=list)
+    task_datasets: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def create(self, device: DeviceArg = False, enable_ddp: bool = False) -> HarmoDT:
         return HarmoDT(self, device, enable_ddp)
@@ -455,6 +459,13 @@ MASK_UPDATE_FIELDS: tuple[str, ...] = (
     "block_growth",
     "accumulator_dtype",
 )
+
+
+def _minari_id(source: Any) -> str | None:
+    """The dataset id of a MinariDataset (None for anything else)."""
+    spec = getattr(source, "spec", None)
+    ident = getattr(spec, "dataset_id", None)
+    return ident if isinstance(ident, str) else None
 
 
 def _density_kind(mask_init: str) -> str:
@@ -1105,6 +1116,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         the first step)."""
         data = as_multitask_dataset(dataset)
         self._prepare(data)
+        self._record_provenance(dataset, data)
         assert self._impl is not None
         cfg = self._config
         task_index = self._dataset_task_index(data)
@@ -1114,6 +1126,21 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         start = self.grad_step
         masks_module.schedule_horizon.fill_(start + n_steps)
         return data, task_index, start
+
+    def _record_provenance(self, source: Any, data: MultiTaskDataset) -> None:
+        """Which Minari dataset each task of ``data`` comes from, when the
+        input says (one Minari dataset, or a dict task -> Minari dataset)."""
+        recorded = self._config.task_datasets
+        if isinstance(source, Mapping):
+            for name, part in source.items():
+                ident = _minari_id(part)
+                if ident and str(name) in data.task_names:
+                    recorded.setdefault(str(name), ident)
+            return
+        ident = _minari_id(source)
+        if ident:
+            for name in data.task_names:
+                recorded.setdefault(name, ident)
 
     def _fit_epoch(
         self,

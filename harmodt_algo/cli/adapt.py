@@ -84,6 +84,7 @@ def cmd_adapt(args: argparse.Namespace, out: Console) -> int:
             "trained on"
         )
     for name in data.task_names:  # every check is made before a task is added
+        algo.config.task_datasets[name] = args.dataset  # where it came from
         algo.add_task(
             name,
             {name: data.episodes[data.task_names.index(name)]},

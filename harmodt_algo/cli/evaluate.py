@@ -114,24 +114,28 @@ def _dataset_suite(dataset_id: str, minari_dataset: Any) -> list[str]:
     return suite
 
 
-def _chosen_tasks(
-    args: argparse.Namespace, model_tasks: list[str], suite: list[str], dataset_id: str
+def _selected_tasks(args: argparse.Namespace, model_tasks: list[str]) -> list[str]:
+    """``--tasks`` (checked against the model's), else all the model's tasks."""
+    if not args.tasks:
+        return model_tasks
+    try:
+        chosen = parse_list("--tasks", args.tasks)
+    except OptionError as exc:
+        raise CliError(str(exc)) from None
+    unknown = [t for t in chosen if t not in model_tasks]
+    if unknown:
+        raise CliError(
+            f"--tasks: the model has no task(s) {unknown}; its tasks: "
+            f"{', '.join(model_tasks)}"
+        )
+    return chosen
+
+
+def _available_tasks(
+    args: argparse.Namespace, tasks: list[str], suite: list[str], dataset_id: str
 ) -> list[str]:
-    """``--tasks`` (else all the model's tasks) that the dataset has; a model
-    task the dataset lacks is skipped with a note, unless it was asked for."""
-    tasks = model_tasks
-    if args.tasks:
-        try:
-            chosen = parse_list("--tasks", args.tasks)
-        except OptionError as exc:
-            raise CliError(str(exc)) from None
-        unknown = [t for t in chosen if t not in tasks]
-        if unknown:
-            raise CliError(
-                f"--tasks: the model has no task(s) {unknown}; its tasks: "
-                f"{', '.join(tasks)}"
-            )
-        tasks = chosen
+    """The ``tasks`` the dataset has environments for; a task it lacks is
+    skipped with a note, unless it was asked for by name."""
     missing = [t for t in tasks if t not in suite]
     if missing and (args.tasks or len(missing) == len(tasks)):
         raise CliError(
@@ -156,20 +160,66 @@ def cmd_evaluate(args: argparse.Namespace, out: Console) -> int:
     check_positive("--max-steps", args.max_steps)
     model_path = Path(args.model)
     algo = load_model(model_path, args.device)
-    run = read_run_file(model_path)
-    dataset_id = args.dataset or run.get("dataset_id")
-    if not dataset_id:
-        raise CliError(
-            f"no --dataset given and no {RUN_FILE} with a dataset id next to "
-            f"{str(model_path)!r}; pass --dataset <recipe dataset id with the "
-            "model's tasks>"
-        )
-    minari_dataset = load_minari(str(dataset_id))
-    suite = _dataset_suite(dataset_id, minari_dataset)
-    tasks = _chosen_tasks(args, list(algo.task_names), suite, dataset_id)
+    groups = _dataset_groups(args, algo, model_path)
+    results, targets = [], {}
+    for dataset_id, model_tasks in groups.items():
+        result, found = _evaluate_group(args, algo, dataset_id, model_tasks)
+        results.append(result)
+        targets.update(found)
+    from ..evaluation import merge_results
 
+    result = merge_results(results)
+    dataset_id = ", ".join(groups)
+    if args.json:
+        payload = {
+            "model": str(model_path),
+            "dataset_id": dataset_id,
+            "grad_steps": algo.grad_step,
+            "target_returns": targets,
+            **result.to_dict(),
+        }
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return EXIT_OK
+    _print_result(out, model_path, algo, result, dataset_id)
+    return EXIT_OK
+
+
+def _dataset_groups(
+    args: argparse.Namespace, algo: HarmoDT, model_path: Path
+) -> dict[str, list[str]]:
+    """Dataset id -> the model's tasks to evaluate with its environments:
+    ``--dataset`` for every task; else each task's recorded dataset (the
+    model's ``task_datasets``), then the run's dataset (``run.json``)."""
+    wanted = _selected_tasks(args, list(algo.task_names))
+    if args.dataset:
+        return {str(args.dataset): wanted}
+    fallback = read_run_file(model_path).get("dataset_id")
+    groups: dict[str, list[str]] = {}
+    unknown = []
+    for task in wanted:
+        ident = algo.config.task_datasets.get(task) or fallback
+        if ident:
+            groups.setdefault(str(ident), []).append(task)
+        else:
+            unknown.append(task)
+    if unknown:
+        raise CliError(
+            f"no --dataset given, and {str(model_path)!r} does not say which dataset "
+            f"task(s) {unknown} came from (no record in the model, no {RUN_FILE} "
+            "beside it); pass --dataset <recipe dataset id with the model's tasks>"
+        )
+    return groups
+
+
+def _evaluate_group(
+    args: argparse.Namespace, algo: HarmoDT, dataset_id: str, model_tasks: list[str]
+) -> tuple[EvaluationResult, dict[str, float]]:
+    """Evaluate ``model_tasks`` in the environments of ``dataset_id``."""
     from ..evaluation import MultiTaskEvaluator
 
+    minari_dataset = load_minari(dataset_id)
+    suite = _dataset_suite(dataset_id, minari_dataset)
+    tasks = _available_tasks(args, model_tasks, suite, dataset_id)
     with MultiTaskEvaluator(
         minari_dataset,
         tasks=tasks,
@@ -187,18 +237,7 @@ def cmd_evaluate(args: argparse.Namespace, out: Console) -> int:
             horizon=episode_limit(minari_dataset),
             description=f"evaluating {len(tasks)} tasks",
         )
-    if args.json:
-        payload = {
-            "model": str(model_path),
-            "dataset_id": dataset_id,
-            "grad_steps": algo.grad_step,
-            "target_returns": targets,
-            **result.to_dict(),
-        }
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-        return EXIT_OK
-    _print_result(out, model_path, algo, result, dataset_id)
-    return EXIT_OK
+    return result, targets
 
 
 def _print_result(

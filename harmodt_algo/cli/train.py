@@ -391,6 +391,8 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
     d3rlpy.seed(config.seed)
     minari_dataset = load_minari(args.dataset)
     data = harmodt_algo.as_multitask_dataset(minari_dataset)
+    for name in data.task_names:  # the model file says where its tasks came from
+        config.task_datasets.setdefault(name, str(args.dataset))
     if rank > 0:
         return _train_worker(plan, algo, data)
     if data.max_episode_length > config.max_timestep:  # fit would fail later

@@ -30,7 +30,7 @@ from .envs import _goal_selector as _goal_selector  # tests, benchmarks/eval_spe
 from .evaluator import MultiTaskEvaluator, evaluate_multitask, resolve_target_returns
 from .evaluator import TargetReturns as TargetReturns
 from .policies import HarmoDTPolicy, MultiTaskPolicy, harmodt_batch_actions
-from .results import EpisodeResult, EvaluationResult, TaskResult
+from .results import EpisodeResult, EvaluationResult, TaskResult, merge_results
 
 __all__ = [
     "MultiTaskPolicy",
@@ -42,6 +42,7 @@ __all__ = [
     "EpisodeResult",
     "TaskResult",
     "EvaluationResult",
+    "merge_results",
     "MultiTaskEvaluator",
     "evaluate_multitask",
     "resolve_target_returns",

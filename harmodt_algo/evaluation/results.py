@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..naming import metric_key
 
-__all__ = ["EpisodeResult", "TaskResult", "EvaluationResult"]
+__all__ = ["EpisodeResult", "TaskResult", "EvaluationResult", "merge_results"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,3 +139,21 @@ class EvaluationResult:
             style="bold",
         )
         return table
+
+
+def merge_results(results: list[EvaluationResult]) -> EvaluationResult:
+    """One result over the tasks of several evaluations (e.g. one per
+    dataset) made with the same episodes per task and seed."""
+    if not results:
+        raise ValueError("nothing to merge")
+    if len({(r.n_episodes, r.seed) for r in results}) != 1:
+        raise ValueError("results to merge need the same episodes per task and seed")
+    if len(results) == 1:
+        return results[0]
+    return EvaluationResult(
+        tasks=tuple(t for r in results for t in r.tasks),
+        n_episodes=results[0].n_episodes,
+        seed=results[0].seed,
+        env_steps=sum(r.env_steps for r in results),
+        elapsed_s=sum(r.elapsed_s for r in results),
+    )

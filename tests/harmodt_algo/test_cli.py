@@ -548,6 +548,7 @@ def test_a_stray_comma_in_tasks_is_one_line(
 
 def test_adapt_adds_unseen_tasks_and_evaluate_reports_them(
     tiny_run: TinyRun,
+    _tiny_recipe_store: tuple[Path, str],
     minari_path: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -579,6 +580,21 @@ def test_adapt_adds_unseen_tasks_and_evaluate_reports_them(
     )
     assert code == 0, err
     assert "push-v3" in out and "note:" in err
+
+    # the adapted model remembers where every task came from: no --dataset,
+    # no run.json beside it, and the trained and the adapted tasks together
+    recorded = d3rlpy.load_learnable(str(out_file)).config.task_datasets
+    assert recorded == {**dict.fromkeys(TINY_TASKS, tiny_run.dataset_id), "push-v3": new}
+    store, trained_on = _tiny_recipe_store  # both datasets in one store
+    shutil.copytree(store / trained_on, minari_path / trained_on)
+    code, out, err = run_cli(
+        ["evaluate", str(out_file), "--episodes", "1", "--no-progress"]
+        + ["--max-steps", "5", "--json"],
+        capsys,
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert sorted(report["tasks"]) == sorted([*TINY_TASKS, "push-v3"])
 
     # the fine-tune reference writes its own file; the trained file stays
     tuned = tmp_path / "finetuned.d3"
