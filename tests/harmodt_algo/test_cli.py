@@ -584,7 +584,8 @@ def test_adapt_adds_unseen_tasks_and_evaluate_reports_them(
     # the adapted model remembers where every task came from: no --dataset,
     # no run.json beside it, and the trained and the adapted tasks together
     recorded = d3rlpy.load_learnable(str(out_file)).config.task_datasets
-    assert recorded == {**dict.fromkeys(TINY_TASKS, tiny_run.dataset_id), "push-v3": new}
+    trained = dict.fromkeys(TINY_TASKS, tiny_run.dataset_id)
+    assert recorded == {**trained, "push-v3": new}
     store, trained_on = _tiny_recipe_store  # both datasets in one store
     shutil.copytree(store / trained_on, minari_path / trained_on)
     code, out, err = run_cli(
