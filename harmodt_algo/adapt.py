@@ -81,19 +81,24 @@ def _has_task_masks(config: HarmoDTConfig) -> bool:
 
 def method_problem(config: HarmoDTConfig, method: str) -> str | None:
     """Why ``method`` cannot add a task to a model of ``config`` (None: it
-    can): one rule for ``add_task`` and for the benchmark, which checks it
-    before any training rather than after hours of it."""
+    can), naming the methods that can: one rule for ``add_task`` and for the
+    benchmark, which checks it before any training rather than after hours
+    of it."""
+    problem = _why_not(config, method)
+    if problem is None:
+        return None
+    fits = [m for m in ADAPT_METHODS if _why_not(config, m) is None]
+    return f"{problem}; this model can use {', '.join(repr(m) for m in fits)}"
+
+
+def _why_not(config: HarmoDTConfig, method: str) -> str | None:
     if method in ("vote", "tune") and not _has_task_masks(config):
         return (
             f"method {method!r} votes the trained masks, but this model has "
-            "masks disabled (dense); use method='prompt' (Prompt-DT) or "
-            "'zero-shot' (MTDT)"
+            "masks disabled (dense)"
         )
     if method in ("tune", "prompt") and config.prompt_length == 0:
-        return (
-            f"method {method!r} uses a prompt, but this model has prompt_length 0; "
-            "use 'vote' or 'zero-shot'"
-        )
+        return f"method {method!r} uses a prompt, but this model has prompt_length 0"
     return None
 
 

@@ -583,6 +583,11 @@ def _fit_run(
             f"cannot write {str(where_)!r} ({exc.strerror or type(exc).__name__}); "
             f"make room and continue with: {resume}"
         ) from None
+    except Exception:  # e.g. a torchrun peer killed: the checkpoints remain
+        if checkpoints.paths():
+            run_info["resume"] = resume
+            print(f"{PROG}: training failed; continue with: {resume}", file=sys.stderr)
+        raise
     finally:
         if evaluator is not None:
             evaluator.close()

@@ -189,6 +189,12 @@ def test_vote_on_a_dense_model_says_what_to_use() -> None:
     with pytest.raises(ValueError, match="masks disabled.*zero-shot"):
         mtdt.add_task("new-task", _demos(), method="vote")
     assert len(mtdt.task_names) == 3
+    # MTDT has no masks and no prompt: every refusal names what it can use,
+    # never a method that would be refused too
+    for method in ("vote", "tune", "prompt"):
+        with pytest.raises(ValueError) as info:
+            mtdt.add_task("new-task", _demos(), method=method)
+        assert str(info.value).endswith("this model can use 'zero-shot', 'finetune'")
 
 
 def test_new_task_runs_in_the_multitask_evaluator(tiny_recipe_dataset: Any) -> None:

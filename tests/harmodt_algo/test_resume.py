@@ -278,3 +278,33 @@ def test_a_full_disk_names_the_file_and_keeps_the_run_resumable(
     assert f"continue with: harmodt train --resume {run}" in err
     info = json.loads((run / RUN_FILE).read_text())
     assert info["status"] == "interrupted" and "resume" in info
+
+
+def test_a_failed_run_with_checkpoints_says_how_to_resume(
+    _tiny_recipe_store: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As when a torchrun peer is killed: the fit fails after a checkpoint;
+    run.json says "failed" and carries the resume command."""
+    from harmodt_algo import HarmoDT
+    from harmodt_algo.cli import main
+
+    store, dataset_id = _tiny_recipe_store
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+
+    def failing_fit(self: HarmoDT, data: object, **kwargs: object) -> None:
+        self.build_with_dataset(data)
+        kwargs["callback"](self, 0, 0)  # type: ignore[operator]  # step-0 checkpoint
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(HarmoDT, "fit", failing_fit)
+    argv = ["train", "--dataset", dataset_id, *ARGS, "--logdir", str(tmp_path)]
+    with pytest.raises(RuntimeError, match="closed by peer"):
+        main([*argv, "--name", "r"])
+    (run,) = tmp_path.iterdir()
+    info = json.loads((run / RUN_FILE).read_text())
+    assert info["status"] == "failed"
+    assert info["resume"] == f"harmodt train --resume {run}"
+    assert f"continue with: harmodt train --resume {run}" in capsys.readouterr().err
