@@ -588,8 +588,9 @@ def test_adapt_adds_unseen_tasks_and_evaluate_reports_them(
     assert recorded == {**trained, "push-v3": new}
     store, trained_on = _tiny_recipe_store  # both datasets in one store
     shutil.copytree(store / trained_on, minari_path / trained_on)
+    safe = out_file.with_suffix(".safetensors")  # the file to share
     code, out, err = run_cli(
-        ["evaluate", str(out_file), "--episodes", "1", "--no-progress"]
+        ["evaluate", str(safe), "--episodes", "1", "--no-progress"]
         + ["--max-steps", "5", "--json"],
         capsys,
     )
