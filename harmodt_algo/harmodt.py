@@ -70,6 +70,7 @@ from .networks import (
     activation_names,
 )
 from .optimizer import MaskedAdamWFactory
+from .presets import PRESETS
 from .surgery import SURGERIES
 
 __all__ = [
@@ -234,7 +235,8 @@ class HarmoDTConfig(TransformerConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> HarmoDTConfig:
-        """One of ``PRESETS`` (harmodt-f, harmodt-m, harmodt-r, mtdt, prompt-dt)."""
+        """A named preset (:data:`harmodt_algo.presets.PRESET_RECORDS`: the
+        README's table lists each with what it is), ``overrides`` on top."""
         key = name.lower()
         if key not in PRESETS:
             raise ValueError(
@@ -332,109 +334,6 @@ class HarmoDTConfig(TransformerConfig):
             raise ValueError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         if len(set(self.task_names)) != len(self.task_names):
             raise ValueError(f"task_names has duplicates: {self.task_names}")
-
-
-#: The schedule sized like the release's: at most 100 entries per task per
-#: update (its k_max, one top-k over all masked entries), cosine over the run.
-#: Updates every 100 steps (the release: 500 of 10^6 steps) so that a
-#: CPU-sized run still makes tens of updates.
-RELEASE_SIZED: dict[str, Any] = {"change_count": 100, "mask_interval": 100}
-
-#: The authors' release (charleshsc/HarmoDT) setting by setting; where each
-#: comes from (file:line of its main.py, prompt_dt/fl_utils.py and
-#: prompt_dt/prompt_seq_trainer.py) is in the README's preset table.
-RELEASE_REGIME: dict[str, Any] = {
-    "importance": "fisher",  # --select fisher
-    "harmony_gamma": 10.0,  # --gamma 10
-    "batch_size": 8,  # --batch_size 8
-    "task_schedule": "round_robin",  # env_id = iter % num_env
-    "mask_init": "erk",  # ERK_maskinit, drawn anew per task (mode "random")
-    "sparsity": 0.2,  # --sparsity 0.2
-    "shared_update_masks": True,  # embed*/predict* masked in the update only
-    "block_growth": False,  # block growth is blind: it lands in the shared layers
-    "protect_1d": False,  # every parameter's mask takes part
-    "mask_interval": 500,  # --mask_interval 500
-    "change_count": 100,  # --eta_max 100: int(100·sin²(π·s/S)) per task
-    "change_schedule": "cosine",
-    "harmony_estimator": "batch",  # update_gradient: one fresh batch per task
-    "mask_batch_size": 8,  # that batch has the training batch size
-    "harmony_dropout": True,  # model.train() during update_gradient
-    "harmony_grad_clip": 0.25,  # clip_grad_norm_(..., .25) before the gradient
-    "harmony_leave_one_out": False,  # the consensus includes the task's own
-    "score_normalization": "none",  # raw gamma·h + g²
-    "prompt_length": 5,  # --prompt-length 5, from the training trajectories
-}
-
-#: Named variants and baselines; each is one line for a user:
-#: ``HarmoDT.from_preset("mtdt")``. Settings not listed are the config's
-#: defaults (the table in the README lists every preset in full).
-PRESETS: dict[str, dict[str, Any]] = {
-    # the paper's three variants (importance term), our defaults otherwise
-    "harmodt-f": {"importance": "fisher"},
-    "harmodt-m": {"importance": "magnitude"},
-    "harmodt-r": {"importance": "random"},
-    # exactly what the first committed matrix ran (1-D parameters droppable)
-    "harmodt-f-v0": {"importance": "fisher", "protect_1d": False},
-    # HarmoDT-F with the release-sized change per update
-    "harmodt-f-release": {"importance": "fisher", **RELEASE_SIZED},
-    # the low-noise update of issue 9: running-mean gradients, leave-one-out
-    # consensus, release-sized changes, masks as the only task signal (no
-    # prompt), and a drop score normalised by scale, so that the most
-    # conflicting entries are the first dropped
-    "harmodt-plus": {
-        "importance": "fisher",
-        "harmony_estimator": "accumulated",
-        "harmony_leave_one_out": True,
-        "score_normalization": "scale",
-        "prompt_length": 0,
-        **RELEASE_SIZED,
-    },
-    # exactly what the committed MT10 study ran as HarmoDT+: its rank-normalised
-    # score lets the importance rank protect strong conflicts (issue 20)
-    "harmodt-plus-v0": {
-        "importance": "fisher",
-        "harmony_estimator": "accumulated",
-        "harmony_leave_one_out": True,
-        "score_normalization": "rank",
-        "prompt_length": 0,
-        **RELEASE_SIZED,
-    },
-    # HarmoDT+ with the release's per-task update masks on the shared layers
-    "harmodt-plus-shared": {
-        "importance": "fisher",
-        "harmony_estimator": "accumulated",
-        "harmony_leave_one_out": True,
-        "score_normalization": "scale",
-        "prompt_length": 0,
-        "shared_update_masks": True,
-        **RELEASE_SIZED,
-    },
-    # the release's regime in every setting the paper's runs depend on (the
-    # README's preset table cites the release for each); model size, steps
-    # and the learning-rate warm-up are the run's, not the preset's
-    "harmodt-f-paper": RELEASE_REGIME,
-    # gradient surgery on the dense model without prompt (MTDT's network),
-    # every task in every batch: PCGrad (Yu et al. 2020), CAGrad (Liu et al. 2021)
-    "pcgrad": {
-        "mask_init": "dense",
-        "mask_interval": 0,
-        "prompt_length": 0,
-        "task_schedule": "mixed",
-        "gradient_surgery": "pcgrad",
-    },
-    "cagrad": {
-        "mask_init": "dense",
-        "mask_interval": 0,
-        "prompt_length": 0,
-        "task_schedule": "mixed",
-        "gradient_surgery": "cagrad",
-        "cagrad_c": 0.5,
-    },
-    # controls: ERK masks at HarmoDT's density that never change, no prompt
-    "sparse-static": {"mask_interval": 0, "prompt_length": 0},
-    "mtdt": {"mask_init": "dense", "mask_interval": 0, "prompt_length": 0},
-    "prompt-dt": {"mask_init": "dense", "mask_interval": 0},
-}
 
 
 #: The config fields that define the mask update (reported by ``harmodt

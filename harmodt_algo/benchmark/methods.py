@@ -9,8 +9,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..baselines import BASELINES, HIDDEN_UNITS_KEY, baseline_config
-from ..harmodt import PRESETS, HarmoDTConfig
+from ..harmodt import HarmoDTConfig
 from ..options import OptionError, parse_list
+from ..presets import PRESET_RECORDS
 from .errors import BenchmarkError
 
 __all__ = [
@@ -26,43 +27,14 @@ __all__ = [
 ]
 
 #: HarmoDT presets benchmarked (``HarmoDT.from_preset``), in table order.
-HARMODT_METHODS: tuple[str, ...] = (
-    "harmodt-f",
-    "harmodt-m",
-    "harmodt-r",
-    "harmodt-f-v0",
-    "harmodt-f-release",
-    "harmodt-plus",
-    "harmodt-plus-v0",
-    "harmodt-plus-shared",
-    "harmodt-f-paper",
-    "pcgrad",
-    "cagrad",
-    "sparse-static",
-    "mtdt",
-    "prompt-dt",
-)
+HARMODT_METHODS: tuple[str, ...] = tuple(PRESET_RECORDS)
 #: d3rlpy baselines through the one-hot adapter (``baselines.make_baseline``).
 BASELINE_METHODS: tuple[str, ...] = tuple(BASELINES)
 METHODS: tuple[str, ...] = HARMODT_METHODS + BASELINE_METHODS
 METHOD_LABELS: dict[str, str] = {
-    "harmodt-f": "HarmoDT-F",
-    "harmodt-m": "HarmoDT-M",
-    "harmodt-r": "HarmoDT-R",
-    "harmodt-f-v0": "HarmoDT-F (v0)",
-    "harmodt-f-release": "HarmoDT-F (release-sized)",
-    "harmodt-plus": "HarmoDT+",
-    "harmodt-plus-v0": "HarmoDT+ (v0, rank score)",
-    "harmodt-plus-shared": "HarmoDT+ (shared update masks)",
-    "harmodt-f-paper": "HarmoDT-F (release regime)",
-    "pcgrad": "PCGrad",
-    "cagrad": "CAGrad",
-    "sparse-static": "Sparse-static",
-    "mtdt": "MTDT",
-    "prompt-dt": "Prompt-DT",
+    **{name: preset.label for name, preset in PRESET_RECORDS.items()},
     **{name: spec.label for name, spec in BASELINES.items()},
 }
-assert set(HARMODT_METHODS) == set(PRESETS), "a HarmoDT preset is not benchmarked"
 
 #: The paper's Table 1 (success %, Meta-World v2 data, 3 seeds; spec §9),
 #: keyed by method label and (suite, quality). A reference for the size of the

@@ -370,6 +370,21 @@ def test_presets_are_one_line() -> None:
         HarmoDT.from_preset("nope")
 
 
+def test_the_readme_preset_table_is_the_records() -> None:
+    """One record per preset: the README's table is generated from it
+    (``python -m harmodt_algo.presets``), and so are the benchmark's labels."""
+    import dataclasses
+    from pathlib import Path
+
+    from harmodt_algo.benchmark.methods import HARMODT_METHODS, METHOD_LABELS
+    from harmodt_algo.presets import PRESET_RECORDS, preset_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert preset_table(dataclasses.asdict(HarmoDTConfig())) in readme
+    assert HARMODT_METHODS == tuple(PRESET_RECORDS)
+    assert all(METHOD_LABELS[n] == p.label for n, p in PRESET_RECORDS.items())
+
+
 # ---------------------------------------------------------------- bad input
 
 
