@@ -1,4 +1,4 @@
-"""Unseen tasks: give a trained model a task it never trained on (spec §8).
+"""Unseen tasks: give a trained model a task it never trained on (design §8).
 
 A new task needs what every task has: a mask over the shared weights and, for
 models with prompts, a trajectory prompt. The shared weights never change.

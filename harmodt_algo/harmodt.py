@@ -2,7 +2,7 @@
 
 ``HarmoDT(...).fit(minari_dataset)`` trains one Decision Transformer for many
 tasks, each through its own binary mask over the shared block weights; every
-``mask_interval`` steps the masks are rewired by the harmony score (spec §6).
+``mask_interval`` steps the masks are rewired by the harmony score (design §6).
 The same class with dense, frozen masks is MTDT, and with prompts Prompt-DT
 (see ``presets``).
 """
@@ -132,7 +132,7 @@ class HarmoDTConfig(TransformerConfig):
     entries; either at the peak of the ``change_schedule`` (cosine:
     ⌊k_max·sin²(π s/S)⌋ or ⌊f·n·sin²(π s/S)⌋; constant: k_max or ⌊f·n⌋).
 
-    Which entries (spec §6): drop the k active entries with the lowest
+    Which entries (design §6): drop the k active entries with the lowest
     ``harmony_gamma``·norm(h_t) + norm(importance_t) and grow the k inactive
     ones with the highest h_t = ḡ ⊙ g_t, where g_t is task t's gradient with
     respect to its *effective* weights θ⊙M_t and
@@ -161,7 +161,7 @@ class HarmoDTConfig(TransformerConfig):
       shared layers; ERK over both). Exact under ``round_robin``; in a mixed
       batch an entry moves when any of the batch's tasks holds it;
     - ``block_growth``: False makes the blocks prune-only (what the release
-      does in effect, spec §6): entries are dropped anywhere but grown only
+      does in effect, design §6): entries are dropped anywhere but grown only
       in the shared layers, so block density falls over the run.
 
     Training: ``task_schedule`` round_robin (one task per step, as the

@@ -1,7 +1,7 @@
 """Per-task parameter masks for HarmoDT: initialisation, scoring and updates.
 
 HarmoDT gives every task ``t`` a binary mask ``M_t`` over the shared parameters
-``θ``; task ``t`` trains and acts with ``θ ⊙ M_t`` (spec §2, §4). This module
+``θ``; task ``t`` trains and acts with ``θ ⊙ M_t`` (design §2, §4). This module
 holds the *mathematics* of those masks as pure tensor functions, with no
 ``nn.Module`` and no global state, so that each piece can be tested on its own
 and reused by the model, the training loop and the reports:
@@ -9,7 +9,7 @@ and reused by the model, the training loop and the reports:
 - **initial densities** per layer (ERK as in RigL, uniform, or dense);
 - **sampling** of one independent Bernoulli mask per task;
 - **flattening** to one ``(T, N)`` row per task, because the mask update
-  chooses with one global top-k over the flattened parameter vector (spec §6);
+  chooses with one global top-k over the flattened parameter vector (design §6);
 - **scores**: the harmony score ``h_t = ḡ ⊙ g_t`` and the importance terms
   (fisher, magnitude, random);
 - **drop-and-grow**, vectorised over tasks, preserving each task's density;
@@ -291,7 +291,7 @@ def harmony_scores(
     leave_one_out: bool = False,
     valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Harmony score ``h_t = ḡ ⊙ g_t`` (spec §6).
+    """Harmony score ``h_t = ḡ ⊙ g_t`` (design §6).
 
     Positive where task ``t``'s gradient agrees in sign with the consensus,
     negative where it conflicts. The consensus is a *new* tensor: the release

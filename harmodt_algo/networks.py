@@ -13,7 +13,7 @@ biases included) in the forward pass. Token embeddings, the timestep
 embedding, the final LayerNorm and the action head are shared by all tasks
 and, by default, trained by every task. With ``shared_update_masks`` they
 carry per-task *update* masks that take part in drop and grow, as the
-release's embeddings and heads do (spec §4, §6).
+release's embeddings and heads do (design §4, §6).
 """
 
 from __future__ import annotations

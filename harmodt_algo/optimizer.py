@@ -1,7 +1,7 @@
 """A mask-aware optimizer for HarmoDT, registered with d3rlpy.
 
 Why this exists: in HarmoDT task ``t`` trains only its sub-network
-``θ ⊙ M_t`` (spec §5). Zeroing the gradient of inactive entries does *not*
+``θ ⊙ M_t`` (design §5). Zeroing the gradient of inactive entries does *not*
 freeze them under Adam/AdamW: the moments still carry old gradients and the
 decoupled weight decay shrinks every entry. So the optimizer must mask the
 *update*: :class:`MaskedOptimizerWrapper` snapshots the masked parameters and

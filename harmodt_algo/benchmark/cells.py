@@ -70,7 +70,7 @@ class BenchmarkSettings:
     Attributes:
         steps: gradient steps per cell (one epoch; every method).
         eval_episodes: evaluation episodes per task, each on its own held-out
-            goal (spec §7: 10).
+            goal (design §7: 10).
         eval_seed: picks the held-out goals; the same for every method and
             training seed, so cells are paired.
         eval_max_steps: cut evaluation episodes (default: the env's limit).

@@ -36,7 +36,7 @@ METHOD_LABELS: dict[str, str] = {
     **{name: spec.label for name, spec in BASELINES.items()},
 }
 
-#: The paper's Table 1 (success %, Meta-World v2 data, 3 seeds; spec §9),
+#: The paper's Table 1 (success %, Meta-World v2 data, 3 seeds; design §9),
 #: keyed by method label and (suite, quality). A reference for the size of the
 #: gaps between methods, not a target: the data differ.
 PAPER_TABLE1: dict[str, dict[tuple[str, str], float]] = {

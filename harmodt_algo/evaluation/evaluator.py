@@ -1,7 +1,7 @@
 """The evaluator: every episode of every task, batched, reproducible.
 
 Why one batched loop: a multi-task model has to be scored on *every* task
-(spec §7: 10 episodes per task, each on a different goal, success if
+(design §7: 10 episodes per task, each on a different goal, success if
 ``info["success"]`` is ever true). Here all episodes of a wave advance
 together, one policy call per environment step, and every episode's goal is
 chosen explicitly (:func:`~harmodt_algo.evaluation.envs.goal_indices`).

@@ -48,7 +48,7 @@ class TaskResult:
 class EvaluationResult:
     """Per-task success rate and mean return, and their means over tasks.
 
-    The means over tasks weight every task equally (spec §7).
+    The means over tasks weight every task equally (design §7).
     ``elapsed_s`` is wall time and takes no part in equality.
     """
 
