@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .harmodt import scale_inputs
+from .scaling import scale_inputs
 from .types import F32, F64, I64, FloatArray
 
 __all__ = ["EpisodeContexts", "lookup_target_return"]

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from d3rlpy.algos.transformer.inputs import TorchTransformerInput
 
+from .scaling import scale_inputs
+
 if TYPE_CHECKING:  # pragma: no cover
     from .harmodt import HarmoDT
 
@@ -44,7 +46,6 @@ def save_task_policy(algo: HarmoDT, fname: str | Path, task_index: int) -> None:
             f"cannot export a policy to {str(path)!r}: use a .pt (TorchScript) "
             "or .onnx (ONNX) file name"
         )
-    from .harmodt import scale_inputs  # harmodt imports this module
 
     impl = algo.impl
     if impl is None:

@@ -71,6 +71,7 @@ from .networks import (
 )
 from .optimizer import MaskedAdamWFactory
 from .presets import PRESETS
+from .scaling import scale_inputs
 from .surgery import SURGERIES
 
 __all__ = [
@@ -387,24 +388,6 @@ def _mask_covered(
 def mask_update_settings(config: HarmoDTConfig) -> dict[str, Any]:
     """The mask-update settings of ``config`` as a plain dict."""
     return {name: getattr(config, name) for name in MASK_UPDATE_FIELDS}
-
-
-def scale_inputs(
-    config: HarmoDTConfig,
-    observations: torch.Tensor,
-    actions: torch.Tensor,
-    returns_to_go: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Observations, actions and returns-to-go through the config's scalers,
-    as d3rlpy's ``TorchTransformerInput.from_numpy`` does: the one place for
-    the prompts, the evaluator and the exported policy."""
-    if config.observation_scaler is not None:
-        observations = config.observation_scaler.transform(observations)
-    if config.action_scaler is not None:
-        actions = config.action_scaler.transform(actions)
-    if config.reward_scaler is not None:
-        returns_to_go = config.reward_scaler.transform(returns_to_go)
-    return observations, actions, returns_to_go
 
 
 def _process() -> tuple[int, int]:
