@@ -267,6 +267,14 @@ def test_evaluate_needs_a_dataset_without_run_file(
 ) -> None:
     lone = tmp_path / "model.d3"
     shutil.copy(tiny_run.model, lone)
+    # the model says which dataset its tasks came from: no run.json needed
+    argv = ["--no-progress", "--episodes", "1", "--max-steps", "5"]
+    code, out, err = run_cli(["evaluate", str(lone), *argv], capsys)
+    assert code == 0, err
+    # a model that does not (saved before it could) needs --dataset
+    old = d3rlpy.load_learnable(str(tiny_run.model))
+    old.config.task_datasets.clear()
+    old.save(str(lone))
     code, out, err = run_cli(["evaluate", str(lone), "--no-progress"], capsys)
     assert_one_line_error(code, err, "--dataset", RUN_FILE)
     assert out == ""
