@@ -186,3 +186,55 @@ def test_resume_under_any_world_size(
             if resume_nproc == nproc:
                 for key, value in reference.items():
                     assert torch.equal(resumed[key], value), key
+
+
+def _rank_pid(rank: int) -> int | None:
+    """The pid of a running torchrun worker of ``harmodt train`` with
+    LOCAL_RANK=rank (read from /proc)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"harmodt_algo.cli" in cmdline and f"LOCAL_RANK={rank}".encode() in environ:
+            if b"TORCHELASTIC_RUN_ID" in b"".join(environ):
+                return int(proc.name)
+    return None
+
+
+def test_a_killed_rank_leaves_a_resumable_run(
+    _tiny_recipe_store: tuple[Path, str], tmp_path: Path
+) -> None:
+    """SIGKILL of one torchrun rank after a checkpoint: run.json is not left
+    "running" and carries the resume command."""
+    import json
+    import signal
+    import time
+
+    store, dataset_id = _tiny_recipe_store
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MINARI_DATASETS_PATH": str(store)}
+    longer = [a if a != "8" else "4000" for a in _RUN_ARGS]
+    cmd = _train_cmd(2, "--dataset", dataset_id, *longer, "--logdir", str(tmp_path))
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(
+            tmp_path.glob("*/checkpoints/step-*.pt")
+        ):
+            time.sleep(0.05)
+        victim = _rank_pid(1)
+        assert victim is not None and proc.poll() is None
+        os.kill(victim, signal.SIGKILL)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (run,) = tmp_path.iterdir()
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] in ("interrupted", "failed"), info["status"]
+    assert info["resume"] == f"harmodt train --resume {run}"
