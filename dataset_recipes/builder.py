@@ -239,6 +239,30 @@ def _make_plan(
 # ----------------------------------------------------------------- execution
 
 
+def progress_bar(description: str, field: str, stream: TextIO | None) -> Any:
+    """A rich progress display of the recipes' builds: the task description,
+    the bar, done/total, one text field, elapsed and remaining time."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(f"{{task.fields[{field}]}}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(file=stream or sys.stderr),
+    )
+
+
 def _mp_context() -> Any:
     methods = mp.get_all_start_methods()
     if "forkserver" in methods:
@@ -259,25 +283,7 @@ class _Progress:
         self._task_left: dict[str, int] = {}
         if not enabled:
             return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("{task.description:>9}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(file=stream or sys.stderr),
-        )
+        self.progress = progress_bar("{task.description:>9}", "rate", stream)
         total_eps = len(plan.tasks) * plan.episodes_per_task
         self.eps = self.progress.add_task("episodes", total=total_eps, rate="")
         self.tasks = self.progress.add_task("tasks", total=len(plan.tasks), rate="")

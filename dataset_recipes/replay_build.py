@@ -18,7 +18,6 @@ import hashlib
 import json
 import shlex
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from .builder import (
     _positive_int,
     _publish,
     datasets_root,
+    progress_bar,
     write_minari,
 )
 from .card import LearnerCurve, TaskStats, render_replay_card
@@ -185,25 +185,7 @@ class _Progress:
         self._seen: dict[str, int] = {}
         if not enabled:
             return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[learner]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(file=stream or sys.stderr),
-        )
+        self.progress = progress_bar("{task.description}", "learner", stream)
         self.bars = {
             job.task: self.progress.add_task(job.task, total=job.episodes, learner="")
             for job in jobs
