@@ -19,6 +19,7 @@ release's embeddings and heads do (design §4, §6).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -267,6 +268,34 @@ class BatchWeights:
         if grouped (group i = task i), else per sequence (B, *shape)."""
         w = self.tensors[name]
         return w if self.shared or self.grouped else w[self.inverse]
+
+    @property
+    def by_task_rows(self) -> bool:
+        """A mixed batch in unequal or unsorted task groups: its linear layers
+        run once per task on that task's rows (:meth:`task_rows`) rather than
+        on a copy of the weights per sequence."""
+        return not (self.shared or self.grouped)
+
+    @functools.cached_property
+    def task_rows(self) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Each distinct task's sequence indices, and the permutation that
+        puts the concatenated groups back in batch order."""
+        rows = tuple(
+            torch.nonzero(self.inverse == u).flatten()
+            for u in range(self.unique.numel())
+        )
+        order = torch.argsort(torch.cat(rows))  # (B,)
+        return rows, order
+
+    def linear(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        """The sequence stream through layer ``prefix`` (``weight``, ``bias``)."""
+        w, b = self.tensors[prefix + "weight"], self.tensors[prefix + "bias"]
+        if not self.by_task_rows:
+            return _linear(x, self.for_sequences(prefix + "weight"),
+                           self.for_sequences(prefix + "bias"))  # fmt: skip
+        rows, order = self.task_rows
+        parts = [F.linear(x[r], w[u], b[u]) for u, r in enumerate(rows)]
+        return torch.cat(parts)[order]  # (B, ..., out), batch order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -537,7 +566,7 @@ class MaskedDecisionTransformer(nn.Module):
             return weights.for_tasks(prefix + name)
 
         h = _layer_norm(x, ws("ln1.weight"), ws("ln1.bias"), eps)
-        q, k, v = self._heads(_linear(h, ws("qkv.weight"), ws("qkv.bias")))
+        q, k, v = self._heads(weights.linear(h, prefix + "qkv."))
         if p is not None:
             assert p_bias is not None
             hp = _layer_norm(p, wt("ln1.weight"), wt("ln1.bias"), eps)
@@ -550,10 +579,10 @@ class MaskedDecisionTransformer(nn.Module):
             hp = self.activation(_linear(hp, wt("fc1.weight"), wt("fc1.bias")))
             p = p + self.resid_drop(_linear(hp, wt("fc2.weight"), wt("fc2.bias")))
         attn = self._attend(q, k, v, bias)  # (B, 3L, E)
-        x = x + self.resid_drop(_linear(attn, ws("proj.weight"), ws("proj.bias")))
+        x = x + self.resid_drop(weights.linear(attn, prefix + "proj."))
         h = _layer_norm(x, ws("ln2.weight"), ws("ln2.bias"), eps)
-        h = self.activation(_linear(h, ws("fc1.weight"), ws("fc1.bias")))
-        x = x + self.resid_drop(_linear(h, ws("fc2.weight"), ws("fc2.bias")))
+        h = self.activation(weights.linear(h, prefix + "fc1."))
+        x = x + self.resid_drop(weights.linear(h, prefix + "fc2."))
         return x, p
 
 
