@@ -115,6 +115,7 @@ def main() -> None:
         "HarmoDT round-robin, no prompt": {"prompt_length": 0},
         "HarmoDT round-robin (default)": {},
         "HarmoDT mixed": {"task_schedule": "mixed"},
+        "HarmoDT mixed, no prompt": {"task_schedule": "mixed", "prompt_length": 0},
     }
     table = Table(title=f"ms per step by phase ({args.tasks} tasks, 1 thread)")
     table.add_column("variant")
