@@ -73,7 +73,7 @@ def cmd_adapt(args: argparse.Namespace, out: Console) -> int:
     check_positive("--tune-steps", args.tune_steps)
     model_path = Path(args.model)
     target = _target(args, model_path)
-    algo = load_model(model_path)
+    algo = load_model(model_path, trust_pickle=args.trust_pickle)
     import harmodt_algo
 
     data = harmodt_algo.as_multitask_dataset(load_minari(args.dataset))

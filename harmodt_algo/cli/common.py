@@ -168,10 +168,13 @@ def first_sentence(text: str, limit: int = 200) -> str:
     return line[:limit].rsplit(" ", 1)[0] + " …"
 
 
-def load_model(path: str | Path, device: str | None = None) -> HarmoDT:
+def load_model(
+    path: str | Path, device: str | None = None, trust_pickle: bool = False
+) -> HarmoDT:
     """A saved HarmoDT, read without running code from the file
-    (:mod:`harmodt_algo.model_files`); anything else (missing, corrupt, a
-    pickle that asks to import something, another algorithm) is a
+    (:mod:`harmodt_algo.model_files`) unless ``trust_pickle`` lets d3rlpy
+    unpickle a ``.d3`` that holds more than data; anything else (missing,
+    corrupt, such a pickle without ``trust_pickle``, another algorithm) is a
     :class:`CliError` that says which."""
     import harmodt_algo  # registers HarmoDTConfig before d3rlpy loads the file
     from harmodt_algo.model_files import UnsafeModelFile, load_learnable_file
@@ -183,12 +186,20 @@ def load_model(path: str | Path, device: str | None = None) -> HarmoDT:
         raise CliError(f"{str(file)!r} is not a file")
     device_arg = torch_device(device)  # a bad device is not a bad model file
     try:
-        algo = load_learnable_file(file, device=device_arg)
-    except UnsafeModelFile as exc:
-        raise CliError(
-            f"{str(file)!r} is not a plain model file: {exc}; use model files "
-            "only from sources you trust"
-        ) from None
+        try:
+            algo = load_learnable_file(file, device=device_arg)
+        except UnsafeModelFile as exc:
+            if not trust_pickle:
+                raise CliError(
+                    f"{str(file)!r} is not a plain model file: {exc}; it is a "
+                    "pickle that can run code: use its .safetensors, or pass "
+                    "--trust-pickle if you trust its source"
+                ) from None
+            import d3rlpy
+
+            algo = d3rlpy.load_learnable(str(file), device=device_arg)
+    except CliError:
+        raise
     except Exception as exc:  # pickle / torch / d3rlpy all fail differently
         reason = first_sentence(f"{type(exc).__name__}: {exc}")
         raise CliError(

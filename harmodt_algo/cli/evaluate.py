@@ -159,7 +159,7 @@ def cmd_evaluate(args: argparse.Namespace, out: Console) -> int:
     check_positive("--workers", args.workers, allow_zero=True)
     check_positive("--max-steps", args.max_steps)
     model_path = Path(args.model)
-    algo = load_model(model_path, args.device)
+    algo = load_model(model_path, args.device, trust_pickle=args.trust_pickle)
     groups = _dataset_groups(args, algo, model_path)
     results, targets = [], {}
     for dataset_id, model_tasks in groups.items():

@@ -76,7 +76,7 @@ def describe_model(
 def cmd_info(args: argparse.Namespace, out: Console) -> int:
     """``harmodt info``: tables, or with ``--json`` the same facts as JSON."""
     model_path = Path(args.model)
-    algo = load_model(model_path)
+    algo = load_model(model_path, trust_pickle=args.trust_pickle)
     info = describe_model(algo, read_run_file(model_path))
     if args.json:
         sys.stdout.write(

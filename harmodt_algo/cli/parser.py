@@ -71,6 +71,10 @@ if TYPE_CHECKING:  # pragma: no cover
 _RAW = argparse.RawDescriptionHelpFormatter
 
 
+#: The model argument of evaluate, info and adapt.
+_MODEL_HELP = "a HarmoDT model file (model.safetensors, or model.d3)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``harmodt {train,evaluate,info,adapt,benchmark}``; ``benchmark`` is only
     a name here (``main`` hands the rest of its line to the harness)."""
@@ -252,7 +256,15 @@ def _add_evaluate(sub: _Commands) -> None:
         epilog=EVALUATE_EXAMPLES,
         formatter_class=_RAW,
     )
-    evaluate.add_argument("model", help="a .d3 file saved by HarmoDT (model.d3)")
+    evaluate.add_argument(
+        "model", help="a model file saved by HarmoDT (model.safetensors or model.d3)"
+    )
+    evaluate.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="read a .d3 that holds more than data with d3rlpy's own unpickler, "
+        "which runs code from the file: only for files from sources you trust",
+    )
     evaluate.add_argument(
         "--dataset", help="recipe dataset id (default: the one in run.json)"
     )
@@ -293,7 +305,15 @@ def _add_info(sub: _Commands) -> None:
         epilog=INFO_EXAMPLES,
         formatter_class=_RAW,
     )
-    info.add_argument("model", help="a .d3 file saved by HarmoDT (model.d3)")
+    info.add_argument(
+        "model", help="a model file saved by HarmoDT (model.safetensors or model.d3)"
+    )
+    info.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="read a .d3 that holds more than data with d3rlpy's own unpickler, "
+        "which runs code from the file: only for files from sources you trust",
+    )
     info.add_argument("--json", action="store_true", help="print JSON only")
 
 
@@ -308,7 +328,15 @@ def _add_adapt(sub: _Commands) -> None:
         epilog=ADAPT_EXAMPLES,
         formatter_class=_RAW,
     )
-    adapt.add_argument("model", help="a trained HarmoDT .d3 file")
+    adapt.add_argument(
+        "model", help="a trained HarmoDT model file (.safetensors or .d3)"
+    )
+    adapt.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="read a .d3 that holds more than data with d3rlpy's own unpickler, "
+        "which runs code from the file: only for files from sources you trust",
+    )
     adapt.add_argument("--dataset", required=True, help="the new tasks' demos")
     adapt.add_argument(
         "--method",

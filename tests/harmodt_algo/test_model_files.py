@@ -108,3 +108,21 @@ def test_the_safetensors_model_file_round_trips(
     fake.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     assert main(["info", str(fake)]) == 2
     assert "not a readable d3rlpy model file" in capsys.readouterr().err
+
+
+def test_trust_pickle_is_the_only_way_to_unpickle_more_than_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A .d3 that holds objects is refused, pointing at the safe file and at
+    --trust-pickle; with the flag, d3rlpy's own unpickler reads it."""
+    algo, path = _trained(tmp_path)
+    with open(path, "rb") as fh:
+        obj = pickle.load(fh)  # our own file: trusted here
+    obj["note"] = Path("an object, not data")  # a harmless object
+    odd = tmp_path / "odd.d3"
+    odd.write_bytes(pickle.dumps(obj))
+    assert main(["info", str(odd)]) == 2
+    err = capsys.readouterr().err
+    assert "pickle that can run code" in err and "--trust-pickle" in err
+    assert main(["info", str(odd), "--trust-pickle", "--json"]) == 0
+    assert "task-0" in capsys.readouterr().out
