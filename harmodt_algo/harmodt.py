@@ -539,22 +539,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         )
 
     def _mask_settings(self) -> MaskUpdateSettings:
-        cfg = self._config
-        return MaskUpdateSettings(
-            importance=cfg.importance,
-            gamma=cfg.harmony_gamma,
-            use_masks=cfg.uses_masks,
-            estimator=cfg.harmony_estimator,
-            dropout=cfg.harmony_dropout,
-            leave_one_out=cfg.harmony_leave_one_out,
-            grad_clip=cfg.harmony_grad_clip,
-            normalization=cfg.score_normalization,
-            protect_1d=cfg.protect_1d,
-            shared_update_masks=cfg.shared_update_masks,
-            block_growth=cfg.block_growth,
-            surgery=cfg.gradient_surgery,
-            cagrad_c=cfg.cagrad_c,
-        )
+        return MaskUpdateSettings.from_config(self._config)
 
     def set_mask_update(self, **options: Any) -> None:
         """Change mask-update options of a built model (e.g. to score a
@@ -577,7 +562,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         for key, value in options.items():
             setattr(self._config, key, value)
         if self._impl is not None:
-            self._impl._settings = self._mask_settings()
+            self._impl.settings = self._mask_settings()
 
     def _build_network(
         self, obs_size: int, action_size: int

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -46,26 +47,32 @@ class HarmoDTModules(Modules):
 
 @dataclasses.dataclass(frozen=True)
 class MaskUpdateSettings:
-    """The outer loop's hyperparameters (copied from the config; see
-    ``HarmoDTConfig`` for what each means)."""
+    """What the Impl reads of the config, under the config's own names (see
+    ``HarmoDTConfig`` for what each means); built in one place,
+    :meth:`from_config`."""
 
     importance: str
-    gamma: float
-    use_masks: bool
-    estimator: str = "batch"
-    dropout: bool = True
-    leave_one_out: bool = False
-    grad_clip: float = 0.0
-    normalization: str = "none"
-    protect_1d: bool = False
-    shared_update_masks: bool = False
-    block_growth: bool = True
-    surgery: str = "none"
-    cagrad_c: float = 0.5
+    harmony_gamma: float
+    uses_masks: bool
+    harmony_estimator: str
+    harmony_dropout: bool
+    harmony_leave_one_out: bool
+    harmony_grad_clip: float
+    score_normalization: str
+    protect_1d: bool
+    shared_update_masks: bool
+    block_growth: bool
+    gradient_surgery: str
+    cagrad_c: float
+
+    @classmethod
+    def from_config(cls, config: Any) -> MaskUpdateSettings:
+        """The settings of a ``HarmoDTConfig`` (read by name)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
     @property
     def accumulates(self) -> bool:
-        return self.use_masks and self.estimator == "accumulated"
+        return self.uses_masks and self.harmony_estimator == "accumulated"
 
 
 def _unwrap(module: nn.Module) -> MaskedDecisionTransformer:
@@ -127,6 +134,18 @@ class HarmoDTImpl(TransformerAlgoImplBase):
 
     # ------------------------------------------------------------------ props
     @property
+    def settings(self) -> MaskUpdateSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: MaskUpdateSettings) -> None:
+        """New mask-update options for a built model (``set_mask_update``);
+        the covered parameters (``shared_update_masks``) cannot change."""
+        if settings.shared_update_masks != self._settings.shared_update_masks:
+            raise ValueError("shared_update_masks is fixed once the model is built")
+        self._settings = settings
+
+    @property
     def num_tasks(self) -> int:
         return self._modules.masks.num_tasks
 
@@ -145,7 +164,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
 
         Dense masks that never change (MTDT / Prompt-DT) skip the masking.
         """
-        masks = self._modules.masks if self._settings.use_masks else None
+        masks = self._modules.masks if self._settings.uses_masks else None
         return effective_weights(self._masked, masks, task_ids, layout)
 
     def _forward(
@@ -260,7 +279,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         if accumulate:
             for name in self._masked:  # the effective weights' gradient, same backward
                 weights.tensors[name].retain_grad()
-        if self._settings.surgery != "none" and weights.unique.numel() > 1:
+        if self._settings.gradient_surgery != "none" and weights.unique.numel() > 1:
             per_seq = self._surgery_backward(batch, weights)
             loss = per_seq.mean()
         else:
@@ -269,7 +288,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             loss.backward()
         if accumulate:
             self._accumulate(weights, per_seq.shape[0])
-        if self._settings.use_masks and isinstance(optim, MaskedOptimizerWrapper):
+        if self._settings.uses_masks and isinstance(optim, MaskedOptimizerWrapper):
             union = self._modules.masks.union(weights.unique)
             optim.set_trainable_entries(
                 {self._covered[n]: union[n] for n in self._names}
@@ -317,7 +336,10 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         task_grads /= _all_reduce_sum(task_grads)  # the mean over processes
         generator = torch.Generator().manual_seed(int(self._modules.masks.step))
         update = surgery.combine(
-            self._settings.surgery, task_grads, generator, self._settings.cagrad_c
+            self._settings.gradient_surgery,
+            task_grads,
+            generator,
+            self._settings.cagrad_c,
         )  # (P,)
         offset = 0
         for p in params:
@@ -373,7 +395,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         """
         net = self._net
         was_training = net.training
-        net.train(self._settings.dropout)  # dropout off: a less noisy estimate
+        net.train(self._settings.harmony_dropout)  # dropout off: a less noisy estimate
         rows = []
         for t, batch in enumerate(batches):
             ids = torch.full(
@@ -434,7 +456,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         """
         settings = self._settings
         masks = self._modules.masks
-        if settings.estimator == "accumulated":
+        if settings.harmony_estimator == "accumulated":
             # every rank's rows count: Σ sums / Σ counts over all processes
             _all_reduce_sum(masks.grad_sum)
             _all_reduce_sum(masks.grad_count)
@@ -479,9 +501,11 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         two estimates against each other without touching the model.
         """
         settings = self._settings
-        grads = mask_ops.clip_task_gradients(grads, settings.grad_clip)  # (T, N)
+        grads = mask_ops.clip_task_gradients(
+            grads, settings.harmony_grad_clip
+        )  # (T, N)
         harmony = mask_ops.harmony_scores(
-            grads, leave_one_out=settings.leave_one_out, valid=valid
+            grads, leave_one_out=settings.harmony_leave_one_out, valid=valid
         )  # (T, N)
         theta = torch.cat(
             [self._covered[n].detach().reshape(-1) for n in self._names]
@@ -489,9 +513,9 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         importance = mask_ops.importance_scores(
             settings.importance, grads, theta, generator
         )  # (T, N)
-        drop = settings.gamma * mask_ops.normalize_scores(
-            settings.normalization, harmony
-        ) + mask_ops.normalize_scores(settings.normalization, importance)
+        drop = settings.harmony_gamma * mask_ops.normalize_scores(
+            settings.score_normalization, harmony
+        ) + mask_ops.normalize_scores(settings.score_normalization, importance)
         old = self.flat_masks()
         counts = change_counts.to(old.device) * valid  # no gradient, no change
         new = mask_ops.drop_and_grow(
