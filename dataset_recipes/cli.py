@@ -278,6 +278,13 @@ def _cmd_list(out: Console) -> int:
     qt.add_column("mixture")
     for q in QUALITIES.values():
         qt.add_row(q.name, q.describe())
+    qt.add_row(
+        REPLAY_QUALITY,
+        "**replay**: d3rlpy's SAC trained online per task, every episode it "
+        "collected recorded in order (budget: --env-steps-per-task); writes "
+        "near-optimal-replay (every episode) and sub-optimal-replay (each "
+        "task's first half).",
+    )
     out.print(qt)
     out.print(f"{len(all_tasks())} tasks in all.")
     return 0

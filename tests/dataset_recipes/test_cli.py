@@ -109,6 +109,7 @@ def test_cli_show_and_list(shared: Shared, capsys: pytest.CaptureFixture[str]) -
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "MT50" in out and "near-optimal" in out
+    assert "replay" in out and "sub-optimal-replay" in out
     assert set(minari.list_local_datasets()) == {
         shared.multi.dataset_id,
         shared.single.dataset_id,
