@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -28,7 +28,7 @@ from typing import Any
 from .files import write_json_atomic
 from .model_files import load_weights
 
-__all__ = ["CheckpointDir", "StopRequest", "TrainingStopped"]
+__all__ = ["CheckpointDir", "StopRequest", "TrainingStopped", "checkpoint_step"]
 
 _NAME = re.compile(r"step-(\d+)\.pt")
 
@@ -173,3 +173,19 @@ class StopRequest:
     ) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def checkpoint_step(
+    stop: StopRequest, step: int, every: int, save: Callable[[], Any]
+) -> None:
+    """The per-step rule of a resumable fit (``harmodt train`` and the
+    benchmark's cells): ``save`` every ``every`` steps, and at a stop
+    request, whose :class:`TrainingStopped` then ends the fit. The request is
+    read once, so a signal between two reads still saves; a second signal
+    waits for the file (:meth:`StopRequest.shielded`)."""
+    signum = stop.signum
+    if signum is not None or (every > 0 and step % every == 0):
+        with stop.shielded():
+            save()
+    if signum is not None:
+        raise TrainingStopped(signum, step)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..baselines import baseline_policy, fit_baseline, make_baseline
-from ..checkpoints import StopRequest, TrainingStopped
+from ..checkpoints import StopRequest, TrainingStopped, checkpoint_step
 from ..data import MultiTaskDataset
 from ..harmodt import HarmoDT
 from ..options import OptionError, parse_device
@@ -469,14 +469,13 @@ def _checkpoint_callback(
 
     def checkpoint(trained: HarmoDT, epoch: int, total_step: int) -> None:
         metrics.add(epoch, trained.last_step_metrics)
-        step = trained.grad_step
-        signum = stop.signum  # once: a signal between two reads still saves
-        if step >= steps:
-            return
-        if signum is not None or step % store.every == 0:
+        if trained.grad_step >= steps:
+            return  # the last step's checkpoint is written after the fit
+
+        def save() -> None:
             store.save(trained, metrics, evaluations.train_time(), resumed_from)
-        if signum is not None:
-            raise TrainingStopped(signum, step)
+
+        checkpoint_step(stop, trained.grad_step, store.every, save)
 
     return checkpoint
 

@@ -28,7 +28,12 @@ from rich.console import Console
 
 from dataset_recipes.commandline import EXIT_OK
 
-from ..checkpoints import CheckpointDir, StopRequest, TrainingStopped
+from ..checkpoints import (
+    CheckpointDir,
+    StopRequest,
+    TrainingStopped,
+    checkpoint_step,
+)
 from ..files import folder_problem, write_json_atomic
 from ..fingerprint import dataset_fingerprint
 from ..locks import Busy, exclusive, folder_lock
@@ -511,11 +516,9 @@ def _checkpoint_callback(
     request's (then :class:`TrainingStopped` ends the fit)."""
 
     def checkpoint(trained: HarmoDT, epoch: int, total_step: int) -> None:
-        if stop.requested or trained.grad_step % every == 0:
-            with stop.shielded():  # a second Ctrl-C waits for the file
-                checkpoints.save(trained)
-        if stop.signum is not None:
-            raise TrainingStopped(stop.signum, trained.grad_step)
+        checkpoint_step(
+            stop, trained.grad_step, every, lambda: checkpoints.save(trained)
+        )
 
     return checkpoint
 
