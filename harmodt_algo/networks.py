@@ -277,15 +277,12 @@ class BatchWeights:
         return not (self.shared or self.grouped)
 
     @functools.cached_property
-    def task_rows(self) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """Each distinct task's sequence indices, and the permutation that
-        puts the concatenated groups back in batch order."""
-        rows = tuple(
-            torch.nonzero(self.inverse == u).flatten()
-            for u in range(self.unique.numel())
-        )
-        order = torch.argsort(torch.cat(rows))  # (B,)
-        return rows, order
+    def task_rows(self) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+        """The batch sorted by task: the sorting permutation (B,), each
+        distinct task's number of sequences, and the permutation back."""
+        perm = torch.argsort(self.inverse, stable=True)  # (B,): task 0's rows first
+        counts = torch.bincount(self.inverse, minlength=self.unique.numel())
+        return perm, counts.tolist(), torch.argsort(perm)
 
     def linear(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
         """The sequence stream through layer ``prefix`` (``weight``, ``bias``)."""
@@ -293,9 +290,12 @@ class BatchWeights:
         if not self.by_task_rows:
             return _linear(x, self.for_sequences(prefix + "weight"),
                            self.for_sequences(prefix + "bias"))  # fmt: skip
-        rows, order = self.task_rows
-        parts = [F.linear(x[r], w[u], b[u]) for u, r in enumerate(rows)]
-        return torch.cat(parts)[order]  # (B, ..., out), batch order
+        # one gather into task order, contiguous slices per task, one back:
+        # a per-task gather would cost a full-size zero fill each in backward
+        perm, counts, back = self.task_rows
+        groups = torch.split(x.index_select(0, perm), counts)
+        parts = [F.linear(g, w[u], b[u]) for u, g in enumerate(groups)]
+        return torch.cat(parts).index_select(0, back)  # (B, ..., out), batch order
 
 
 @dataclasses.dataclass(frozen=True)
