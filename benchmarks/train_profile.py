@@ -9,6 +9,7 @@ bookkeeping (the step's metrics). The same episodes and sizes as
 context 20); median over steps after a warm-up, one torch thread.
 
     python benchmarks/train_profile.py --steps 60
+    python benchmarks/train_profile.py --ops     # torch.profiler, mixed batches
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--ops", action="store_true", help="top operators of mixed steps instead"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = MultiTaskDataset.from_episodes(
@@ -117,6 +121,11 @@ def main() -> None:
         "HarmoDT mixed": {"task_schedule": "mixed"},
         "HarmoDT mixed, no prompt": {"task_schedule": "mixed", "prompt_length": 0},
     }
+    if args.ops:
+        with torch.profiler.profile() as prof:
+            profile(data, args, task_schedule="mixed")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+        return
     table = Table(title=f"ms per step by phase ({args.tasks} tasks, 1 thread)")
     table.add_column("variant")
     for name in (*PHASES, "total"):
