@@ -188,9 +188,21 @@ def test_resume_under_any_world_size(
                     assert torch.equal(resumed[key], value), key
 
 
-def _rank_pid(rank: int) -> int | None:
-    """The pid of a running torchrun worker of ``harmodt train`` with
-    LOCAL_RANK=rank (read from /proc)."""
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = (Path("/proc") / str(pid) / "stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent's pid
+    return False
+
+
+def _rank_pid(rank: int, launcher: int) -> int | None:
+    """The pid of the torchrun worker with LOCAL_RANK=rank under ``launcher``
+    (read from /proc: another test's workers are never picked)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -200,7 +212,7 @@ def _rank_pid(rank: int) -> int | None:
         except OSError:
             continue
         if b"harmodt_algo.cli" in cmdline and f"LOCAL_RANK={rank}".encode() in environ:
-            if b"TORCHELASTIC_RUN_ID" in b"".join(environ):
+            if _descends_from(int(proc.name), launcher):
                 return int(proc.name)
     return None
 
@@ -227,7 +239,7 @@ def test_a_killed_rank_leaves_a_resumable_run(
             tmp_path.glob("*/checkpoints/step-*.pt")
         ):
             time.sleep(0.05)
-        victim = _rank_pid(1)
+        victim = _rank_pid(1, proc.pid)
         assert victim is not None and proc.poll() is None
         os.kill(victim, signal.SIGKILL)
         proc.communicate(timeout=120)
