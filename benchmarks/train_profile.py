@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from train_throughput import make_episodes
+from train_throughput import make_episodes, sized_config
 
-from harmodt_algo import HarmoDT, HarmoDTConfig, MultiTaskDataset
+from harmodt_algo import HarmoDT, MultiTaskDataset
 from harmodt_algo.harmodt import step_seed
 from harmodt_algo.optimizer import MaskedOptimizerWrapper
 
@@ -39,14 +39,7 @@ def profile(
     data: MultiTaskDataset, args: argparse.Namespace, **overrides: object
 ) -> dict[str, float]:
     """Median seconds per phase of one step."""
-    cfg = HarmoDTConfig(
-        batch_size=args.batch_size,
-        context_size=args.context,
-        embed_size=args.embed,
-        num_layers=args.layers,
-        num_heads=args.heads,
-        **overrides,  # type: ignore[arg-type]
-    )
+    cfg = sized_config(args, **overrides)
     algo = HarmoDT(cfg)
     algo._prepare(data)
     impl = algo.impl

@@ -120,10 +120,9 @@ def _sync(device: str | bool) -> None:
         torch.cuda.synchronize()
 
 
-def harmodt_step(
-    data: MultiTaskDataset, args: argparse.Namespace, **overrides: object
-) -> tuple[Callable[[], None], HarmoDT]:
-    cfg = HarmoDTConfig(
+def sized_config(args: argparse.Namespace, **overrides: object) -> HarmoDTConfig:
+    """The benchmark's size (batch, context, embed, layers, heads) + overrides."""
+    return HarmoDTConfig(
         batch_size=args.batch_size,
         context_size=args.context,
         embed_size=args.embed,
@@ -131,6 +130,12 @@ def harmodt_step(
         num_heads=args.heads,
         **overrides,  # type: ignore[arg-type]
     )
+
+
+def harmodt_step(
+    data: MultiTaskDataset, args: argparse.Namespace, **overrides: object
+) -> tuple[Callable[[], None], HarmoDT]:
+    cfg = sized_config(args, **overrides)
     algo = HarmoDT(cfg, device=args.device)
     algo._prepare(data)
     task_index = algo._dataset_task_index(data)
