@@ -29,7 +29,7 @@ from rich.table import Table
 from train_throughput import make_episodes, sized_config
 
 from harmodt_algo import HarmoDT, MultiTaskDataset
-from harmodt_algo.harmodt import step_seed
+from harmodt_algo.fit_loop import step_seed, task_schedule_ids
 from harmodt_algo.optimizer import MaskedOptimizerWrapper
 
 PHASES = ("sampling", "masks", "forward", "backward", "optimizer", "bookkeeping")
@@ -49,7 +49,9 @@ def profile(
     for s in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         rng = np.random.default_rng(step_seed(0, s, 0))
-        ids = algo._schedule(s, data.num_tasks, rng)
+        ids = task_schedule_ids(
+            algo.config.task_schedule, algo.config.batch_size, s, data.num_tasks, rng
+        )
         batch = algo._to_torch(data.sample_batch(ids, args.context, rng))
         task_ids = torch.as_tensor(task_index[ids])
         t1 = time.perf_counter()

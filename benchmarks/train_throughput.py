@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harmodt_algo import PRESETS, HarmoDT, HarmoDTConfig, MultiTaskDataset
-from harmodt_algo.harmodt import step_seed
+from harmodt_algo.fit_loop import step_seed, task_schedule_ids
 from harmodt_algo.options import parse_device
 
 OBS, ACT, EP_LEN = 39, 4, 500
@@ -144,7 +144,9 @@ def harmodt_step(
     def step() -> None:
         s = next(counter)
         rng = np.random.default_rng(step_seed(0, s, 0))
-        ids = algo._schedule(s, data.num_tasks, rng)
+        ids = task_schedule_ids(
+            algo.config.task_schedule, algo.config.batch_size, s, data.num_tasks, rng
+        )
         algo.update(data.sample_batch(ids, args.context, rng), task_index[ids])
 
     return step, algo

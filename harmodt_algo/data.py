@@ -73,8 +73,6 @@ __all__ = [
     "MultiTaskDataset",
     "MultiTaskSource",
     "as_multitask_dataset",
-    "balanced_task_ids",
-    "round_robin_task",
 ]
 
 
@@ -87,40 +85,6 @@ MultiTaskSource: TypeAlias = (
 
 #: The task name of a d3rlpy dataset passed on its own (it has no task label).
 SINGLE_TASK_NAME = "default"
-
-
-# --------------------------------------------------------------------------- #
-# Task schedules (pure functions)
-# --------------------------------------------------------------------------- #
-
-
-def round_robin_task(step: int, num_tasks: int) -> int:
-    """The task trained at optimizer step ``step`` (0-based) under round-robin."""
-    if num_tasks <= 0:
-        raise ValueError(f"num_tasks must be positive, got {num_tasks}")
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
-    return step % num_tasks
-
-
-def balanced_task_ids(batch_size: int, num_tasks: int, rng: np.random.Generator) -> I64:
-    """Task ids for a task-balanced mixed batch, sorted ascending, shape (B,).
-
-    Every task appears ``B // T`` or ``B // T + 1`` times; which tasks get the
-    ``B % T`` extra slots is drawn from ``rng`` without replacement. Unlike
-    d3rlpy's sampler (uniform over transitions), large tasks do not dominate.
-    The ids are sorted so that rows of one task are contiguous (handy for
-    grouped per-task computation); the order does not matter to the loss.
-    """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if num_tasks <= 0:
-        raise ValueError(f"num_tasks must be positive, got {num_tasks}")
-    counts = np.full(num_tasks, batch_size // num_tasks, dtype=np.int64)  # (T,)
-    remainder = batch_size % num_tasks
-    if remainder:
-        counts[rng.choice(num_tasks, size=remainder, replace=False)] += 1
-    return np.repeat(np.arange(num_tasks, dtype=np.int64), counts)  # (B,)
 
 
 # --------------------------------------------------------------------------- #

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,29 +18,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from d3rlpy.algos.transformer import (
-    StatefulTransformerWrapper,
     TransformerAlgoBase,
     TransformerConfig,
 )
-from d3rlpy.algos.transformer.action_samplers import (
-    IdentityTransformerActionSampler,
-    TransformerActionSampler,
-)
+from d3rlpy.algos.transformer.action_samplers import TransformerActionSampler
 from d3rlpy.algos.transformer.inputs import TorchTransformerInput, TransformerInput
 from d3rlpy.algos.utility import (
     assert_action_space_with_dataset,
     build_scalers_with_trajectory_slicer,
 )
-from d3rlpy.base import DeviceArg, register_learnable, save_config
+from d3rlpy.base import DeviceArg, register_learnable
 from d3rlpy.constants import ActionSpace
 from d3rlpy.dataset import TrajectoryMiniBatch
-from d3rlpy.logging import (
-    D3RLPyLogger,
-    FileAdapterFactory,
-    LoggerAdapterFactory,
-    NoopAdapterFactory,
-)
-from d3rlpy.metrics import evaluate_transformer_with_environment
+from d3rlpy.logging import LoggerAdapterFactory
 from d3rlpy.optimizers import OptimizerFactory, make_optimizer_field
 from d3rlpy.optimizers.lr_schedulers import WarmupSchedulerFactory
 from d3rlpy.preprocessing import (
@@ -54,12 +43,18 @@ from d3rlpy.preprocessing import (
 )
 from d3rlpy.torch_utility import TorchTrajectoryMiniBatch, wrap_model_by_ddp
 from d3rlpy.types import GymEnv, NDArray, Shape
-from tqdm.auto import tqdm
 from typing_extensions import Self
 
 from . import masks as mask_ops
-from .data import MultiTaskDataset, as_multitask_dataset, balanced_task_ids
+from .config_checks import (
+    ACCUMULATOR_DTYPES,
+    MASK_UPDATE_FIELDS,
+    mask_update_settings,
+    validate_config,
+)
+from .data import MultiTaskDataset, as_multitask_dataset
 from .export import save_task_policy
+from .fit_loop import FitLoop, FitOptions, process, step_seed
 from .impl import HarmoDTImpl, HarmoDTModules, MaskUpdateSettings
 from .naming import metric_key
 from .networks import (
@@ -67,12 +62,11 @@ from .networks import (
     PromptBank,
     TaskLayout,
     TaskMasks,
-    activation_names,
 )
 from .optimizer import MaskedAdamWFactory
 from .presets import PRESETS
 from .scaling import scale_inputs
-from .surgery import SURGERIES
+from .task_view import HarmoDTTaskView
 
 __all__ = [
     "HarmoDTConfig",
@@ -83,17 +77,6 @@ __all__ = [
     "mask_update_settings",
     "step_seed",
 ]
-
-TASK_SCHEDULES = ("round_robin", "mixed")
-CHANGE_SCHEDULES = ("cosine", "constant")
-#: Mask starts: drawn per layer density (erk, uniform, dense), or chosen
-#: from each task's gradients at the initial weights with ERK's densities.
-MASK_INITS = (*mask_ops.DENSITY_KINDS, "learned")
-#: Seeds feed torch's and numpy's generators: one 32-bit range for both.
-MAX_SEED = 2**32 - 1
-HARMONY_ESTIMATORS = ("batch", "accumulated")
-PRECISIONS = ("fp32", "bf16")
-ACCUMULATOR_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def _default_optim() -> OptimizerFactory:
@@ -252,113 +235,7 @@ class HarmoDTConfig(TransformerConfig):
 
     def validate(self) -> None:
         """Fail fast with the valid choices, before anything is built."""
-
-        def choice(name: str, value: str, valid: Sequence[str]) -> None:
-            if value not in valid:
-                raise ValueError(
-                    f"unknown {name} {value!r}; choose one of {list(valid)}"
-                )
-
-        choice("mask_init", self.mask_init, MASK_INITS)
-        choice("importance", self.importance, mask_ops.IMPORTANCE_KINDS)
-        choice("task_schedule", self.task_schedule, TASK_SCHEDULES)
-        choice("precision", self.precision, PRECISIONS)
-        choice("gradient_surgery", self.gradient_surgery, SURGERIES)
-        if not self.cagrad_c >= 0.0:  # also rejects NaN
-            raise ValueError(f"cagrad_c must be >= 0, got {self.cagrad_c}")
-        if self.gradient_surgery != "none":
-            if self.task_schedule != "mixed":
-                raise ValueError(
-                    f"gradient_surgery={self.gradient_surgery!r} combines the "
-                    "gradients of the tasks in a batch: it needs "
-                    "task_schedule='mixed' (round-robin batches hold one task)"
-                )
-            if self.uses_masks and self.harmony_estimator == "accumulated":
-                raise ValueError(
-                    "gradient_surgery and the accumulated harmony estimator do "
-                    "not combine; use harmony_estimator='batch'"
-                )
-        if self.compile_graph:
-            raise ValueError(
-                "compile_graph=True is not supported by HarmoDT: its blocks take "
-                "per-task weights as arguments and its optimizer step restores "
-                "frozen entries, neither of which d3rlpy's CUDA-graph capture "
-                "handles; leave compile_graph=False (precision='bf16' is the "
-                "supported speed-up)"
-            )
-        choice("change_schedule", self.change_schedule, CHANGE_SCHEDULES)
-        choice("harmony_estimator", self.harmony_estimator, HARMONY_ESTIMATORS)
-        choice("score_normalization", self.score_normalization, mask_ops.NORMALIZATIONS)
-        choice("accumulator_dtype", self.accumulator_dtype, list(ACCUMULATOR_DTYPES))
-        if not self.harmony_grad_clip >= 0.0:  # also rejects NaN
-            raise ValueError(
-                "harmony_grad_clip must be >= 0 (0 = off), got "
-                f"{self.harmony_grad_clip}"
-            )
-        choice("activation_type", self.activation_type, activation_names())
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if not 0.0 <= self.change_fraction <= 1.0:
-            raise ValueError(
-                f"change_fraction must be in [0, 1], got {self.change_fraction}"
-            )
-        for name in ("mask_interval", "prompt_length", "ff_size", "change_count"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in (
-            "batch_size",
-            "mask_batch_size",
-            "context_size",
-            "embed_size",
-            "num_layers",
-            "num_heads",
-            "max_timestep",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.embed_size % self.num_heads:
-            raise ValueError(
-                f"embed_size ({self.embed_size}) must be divisible by num_heads "
-                f"({self.num_heads})"
-            )
-        if (
-            self.shared_update_masks
-            and self.harmony_estimator == "accumulated"
-            and self.task_schedule != "round_robin"
-        ):
-            raise ValueError(
-                "shared_update_masks with the accumulated estimator needs "
-                "task_schedule='round_robin' (a mixed batch's shared-layer "
-                "gradient cannot be split by task); use harmony_estimator='batch'"
-            )
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
-        if len(set(self.task_names)) != len(self.task_names):
-            raise ValueError(f"task_names has duplicates: {self.task_names}")
-
-
-#: The config fields that define the mask update (reported by ``harmodt
-#: info`` and every benchmark cell).
-MASK_UPDATE_FIELDS: tuple[str, ...] = (
-    "mask_init",
-    "sparsity",
-    "mask_interval",
-    "change_count",
-    "change_fraction",
-    "change_schedule",
-    "importance",
-    "harmony_gamma",
-    "harmony_estimator",
-    "mask_batch_size",
-    "harmony_dropout",
-    "harmony_leave_one_out",
-    "harmony_grad_clip",
-    "score_normalization",
-    "protect_1d",
-    "shared_update_masks",
-    "block_growth",
-    "accumulator_dtype",
-)
+        validate_config(self)
 
 
 def _minari_id(source: Any) -> str | None:
@@ -383,50 +260,6 @@ def _mask_covered(
     if config.shared_update_masks:
         covered.update(net.shared_parameters())
     return covered
-
-
-def mask_update_settings(config: HarmoDTConfig) -> dict[str, Any]:
-    """The mask-update settings of ``config`` as a plain dict."""
-    return {name: getattr(config, name) for name in MASK_UPDATE_FIELDS}
-
-
-def _process() -> tuple[int, int]:
-    """(rank, world size) of a torch.distributed run; (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _epoch_sizes(start: int, n_steps: int, per_epoch: int) -> list[int]:
-    """Steps of each epoch of a fit from ``start``: epochs end at multiples of
-    ``per_epoch`` (absolute steps) and at ``start + n_steps``."""
-    sizes = []
-    size = per_epoch - start % per_epoch
-    remaining = n_steps
-    while remaining > 0:
-        sizes.append(min(size, remaining))
-        remaining -= sizes[-1]
-        size = per_epoch
-    return sizes
-
-
-def step_seed(seed: int, step: int, stream: int) -> list[int]:
-    """Seed sequence of one step: sampling is a function of (seed, step), so a
-    resumed run draws exactly what an uninterrupted one would. Public so that a
-    script driving ``update`` itself (benchmarks/train_throughput.py) draws the
-    batches ``fit`` would."""
-    return [seed, step, stream]
-
-
-@dataclasses.dataclass(frozen=True)
-class _FitRun:
-    """What every step of one ``fit`` call reads."""
-
-    data: MultiTaskDataset
-    task_index: NDArray  # (T_d,) model task index of each dataset task
-    logger: D3RLPyLogger
-    rank: int  # data-parallel rank of this process
-    world: int  # data-parallel processes
 
 
 class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
@@ -458,22 +291,23 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
                 "'gloo' or 'nccl') before building HarmoDT"
             )
         super().__init__(config, device, enable_ddp, impl)
-        self._last_step_metrics: dict[str, float] = {}
-        self._epoch_metrics: list[tuple[int, dict[str, float]]] = []
+        self._last_fit: FitLoop | None = None
 
     @property
     def epoch_metrics(self) -> list[tuple[int, dict[str, float]]]:
-        """The last ``fit``'s ``(epoch, metrics)`` pairs, the epoch means
-        d3rlpy's own ``fit`` returns (ours returns ``self``, so they are kept
-        here): losses, ``time_step``, evaluator results."""
-        return [(e, dict(m)) for e, m in getattr(self, "_epoch_metrics", [])]
+        """The last ``fit``'s ``(epoch, metrics)`` pairs: the epoch means it
+        logged (losses, ``time_step``, evaluator results). d3rlpy 2.8's
+        transformer ``fit`` returns None; ours returns ``self`` so that
+        ``algo = HarmoDT(...).fit(ds)`` works, and keeps the means here."""
+        fit = self._last_fit
+        return [(e, dict(m)) for e, m in fit.epoch_metrics] if fit else []
 
     @property
     def last_step_metrics(self) -> dict[str, float]:
         """The metrics ``fit`` logged for its latest step (its timings aside),
         for a ``callback``: one that checkpoints mid-epoch keeps them, so that
         a resumed fit's epoch means equal an uninterrupted one's."""
-        return dict(getattr(self, "_last_step_metrics", {}))
+        return dict(self._last_fit.last_step_metrics) if self._last_fit else {}
 
     @classmethod
     def from_preset(
@@ -604,7 +438,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             raise ValueError(f"grad_step must be >= 0, got {grad_step}")
         super().set_grad_step(grad_step)
         if self._impl is not None:
-            self._impl._modules.masks.step.fill_(grad_step)
+            self._impl.modules.masks.step.fill_(grad_step)
 
     def task_index(self, task: str | int) -> int:
         names = self.task_names
@@ -769,24 +603,24 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             reward_scaler=self._config.reward_scaler,
         )
 
-    def change_counts(self, step: int) -> torch.Tensor:
-        """(T,) entries each task rewires at ``step`` (the change schedule)."""
+    def swap_counts(self, step: int) -> torch.Tensor:
+        """(T,) entries each task drops (and grows) at ``step``: the change
+        schedule (``masks.swap_count``) over each task's active entries."""
         assert self._impl is not None
         cfg = self._config
         active = self._impl.flat_masks().sum(dim=1)  # (T,)
-        horizon = max(int(self._impl._modules.masks.schedule_horizon), 1)
-        counts = []
-        for n in active.tolist():
-            # absolute k_max (the release) or a fraction of the active entries
-            fraction, base = (
-                (1.0, cfg.change_count)
-                if cfg.change_count > 0
-                else (cfg.change_fraction, n)
+        horizon = max(int(self._impl.modules.masks.schedule_horizon), 1)
+        counts = [
+            mask_ops.swap_count(
+                cfg.change_schedule,
+                step,
+                horizon,
+                cfg.change_fraction,
+                n,
+                peak=cfg.change_count,
             )
-            if cfg.change_schedule == "cosine":
-                counts.append(mask_ops.change_count(step, horizon, fraction, base))
-            else:
-                counts.append(int(math.floor(fraction * base + 1e-9)))
+            for n in active.tolist()
+        ]
         return torch.tensor(counts, dtype=torch.long)
 
     def update_masks(self, dataset: MultiTaskDataset, step: int) -> dict[str, float]:
@@ -797,7 +631,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         rng = np.random.default_rng(step_seed(cfg.seed, step, 1))
         self._check_covers_all_tasks(dataset)
         batches = None
-        rank, world = _process()
+        rank, world = process()
         if cfg.harmony_estimator == "batch":
             batches = []
             size = cfg.mask_batch_size  # per rank, like batch_size
@@ -810,7 +644,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
                     )
                 )
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        return self._impl.update_masks(self.change_counts(step), generator, batches)
+        return self._impl.update_masks(self.swap_counts(step), generator, batches)
 
     def _check_covers_all_tasks(self, dataset: MultiTaskDataset) -> None:
         """Mask updates compare every task's gradient: all need data."""
@@ -854,7 +688,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         self.create_impl(dataset.observation_shape, dataset.action_size)
         assert self._impl is not None
         if cfg.prompt_length > 0:
-            self._impl._modules.prompts.assign(self._scaled_prompts(dataset))
+            self._impl.modules.prompts.assign(self._scaled_prompts(dataset))
         if cfg.mask_init == "learned" and cfg.uses_masks:
             self._learn_masks(dataset)
 
@@ -875,7 +709,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
             )
             for name in self.task_names
         ]
-        shapes = self._impl._shapes
+        shapes = self._impl.shapes
         densities = mask_ops.layer_densities("erk", shapes, 1.0 - cfg.sparsity)
         self._impl.learned_masks(batches, densities)
 
@@ -933,46 +767,26 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         if n_steps <= 0 or n_steps_per_epoch <= 0:
             raise ValueError("n_steps and n_steps_per_epoch must be > 0")
         data, task_index, start = self._begin_fit(dataset, n_steps)
-
-        # data-parallel (torchrun + enable_ddp): every rank draws the same
-        # global batch of batch_size x world sequences and trains on its slice;
-        # only rank 0 logs, evaluates and saves
-        rank, world = _process()
-        if rank != 0:
-            logger_adapter, eval_env, evaluators = NoopAdapterFactory(), None, None
-        logger = D3RLPyLogger(
-            algo=self,
-            adapter_factory=logger_adapter or FileAdapterFactory(),
-            experiment_name=experiment_name or self.__class__.__name__,
+        options = FitOptions(
             n_steps_per_epoch=n_steps_per_epoch,
-            with_timestamp=with_timestamp,
+            show_progress=show_progress,
+            eval_env=eval_env,
+            eval_target_return=eval_target_return,
+            eval_action_sampler=eval_action_sampler,
+            save_interval=save_interval,
+            callback=callback,
+            evaluators=evaluators,
         )
-        save_config(self, logger)
-        run = _FitRun(data, task_index, logger, rank, world)
-        self._epoch_metrics = []
-
-        # epochs end at multiples of n_steps_per_epoch of the *absolute* step,
-        # so a resumed run evaluates and logs where the uninterrupted one did
-        sizes = _epoch_sizes(start, n_steps, n_steps_per_epoch)
-        done_epochs = start // n_steps_per_epoch
-        n_epochs = done_epochs + len(sizes)
-        total_step = 0
-        for epoch, epoch_steps in enumerate(sizes, start=done_epochs + 1):
-            range_gen = tqdm(
-                range(epoch_steps),
-                disable=not show_progress,
-                desc=f"Epoch {epoch}/{n_epochs}",
-            )
-            total_step = self._fit_epoch(run, range_gen, epoch, total_step, callback)
-            self._evaluate_epoch(
-                run, eval_env, eval_target_return, eval_action_sampler, evaluators
-            )
-            self._epoch_metrics.append(
-                (epoch, logger.commit(epoch, start + total_step))
-            )
-            if epoch % save_interval == 0 or epoch == n_epochs:
-                logger.save_model(start + total_step, self)
-        logger.close()
+        self._last_fit = FitLoop(
+            self,
+            data,
+            task_index,
+            options,
+            experiment_name=experiment_name,
+            with_timestamp=with_timestamp,
+            logger_adapter=logger_adapter,
+        )
+        self._last_fit.run(start, n_steps)
         return self
 
     def _begin_fit(
@@ -989,7 +803,7 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         task_index = self._dataset_task_index(data)
         if cfg.mask_interval > 0 and cfg.uses_masks:
             self._check_covers_all_tasks(data)  # fail now, not at the first update
-        masks_module = self._impl._modules.masks
+        masks_module = self._impl.modules.masks
         start = self.grad_step
         masks_module.schedule_horizon.fill_(start + n_steps)
         return data, task_index, start
@@ -1008,163 +822,6 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         if ident:
             for name in data.task_names:
                 recorded.setdefault(name, ident)
-
-    def _fit_epoch(
-        self,
-        run: _FitRun,
-        range_gen: tqdm,
-        epoch: int,
-        total_step: int,
-        callback: Callable[[Self, int, int], None] | None,
-    ) -> int:
-        """The steps of one epoch (``range_gen``), logged and reported to
-        ``callback``; returns the steps this ``fit`` call has taken so far."""
-        epoch_loss: dict[str, list[float]] = defaultdict(list)
-        for itr in range_gen:
-            with run.logger.measure_time("step"):
-                metrics = self._fit_step(run)
-                self._last_step_metrics = metrics
-                for name, val in metrics.items():
-                    run.logger.add_metric(name, val)
-                    epoch_loss[name].append(val)
-                if itr % 10 == 0:
-                    range_gen.set_postfix({"loss": float(np.mean(epoch_loss["loss"]))})
-            total_step += 1
-            if callback:
-                callback(self, epoch, total_step)
-        return total_step
-
-    def _fit_step(self, run: _FitRun) -> dict[str, float]:
-        """One gradient step, then the mask update when one is due. The batch
-        and the dropout seed depend only on (seed, step), so a resumed run
-        trains exactly as an uninterrupted one."""
-        cfg = self._config
-        step = self.grad_step
-        with run.logger.measure_time("sample_batch"):
-            rng = np.random.default_rng(step_seed(cfg.seed, step, 0))
-            ds_ids = self._schedule(step, run.data.num_tasks, rng, run.world)  # (B·W,)
-            rows = slice(run.rank * cfg.batch_size, (run.rank + 1) * cfg.batch_size)
-            batch = run.data.sample_batch(ds_ids, cfg.context_size, rng, rows)
-            ds_ids = ds_ids[rows]  # (B,) this rank's sequences
-        torch.manual_seed(int(rng.integers(2**62)) + run.rank)  # dropout
-        with run.logger.measure_time("algorithm_update"):
-            metrics = self.update(batch, run.task_index[ds_ids])
-        if (
-            cfg.mask_interval > 0
-            and self.grad_step > 0
-            and self.grad_step % cfg.mask_interval == 0
-        ):
-            with run.logger.measure_time("mask_update"):
-                metrics.update(self.update_masks(run.data, self.grad_step))
-        return metrics
-
-    def _evaluate_epoch(
-        self,
-        run: _FitRun,
-        eval_env: Mapping[str, GymEnv] | None,
-        eval_target_return: float | Mapping[str, float] | None,
-        eval_action_sampler: TransformerActionSampler | None,
-        evaluators: Mapping[str, Callable[[Self], float | Mapping[str, float]]] | None,
-    ) -> None:
-        """Log the end-of-epoch scores: environment returns per task, then each
-        evaluator's (a float under its name, a mapping metric by metric)."""
-        if eval_env:
-            for name, score in self._evaluate(
-                run.data, eval_env, eval_target_return, eval_action_sampler
-            ).items():
-                run.logger.add_metric(name, score)
-        for name, evaluator in (evaluators or {}).items():
-            result = evaluator(self)
-            if isinstance(result, Mapping):
-                for key, value in result.items():
-                    run.logger.add_metric(key, float(value))
-            else:
-                run.logger.add_metric(name, float(result))
-
-    def _schedule(
-        self, step: int, num_tasks: int, rng: np.random.Generator, world: int = 1
-    ) -> NDArray:
-        """Dataset task of each sequence in this step's global batch (B·W,)."""
-        size = self._config.batch_size * world
-        if self._config.task_schedule == "round_robin":
-            return np.full(size, step % num_tasks, dtype=np.int64)
-        return balanced_task_ids(size, num_tasks, rng)
-
-    def _evaluate(
-        self,
-        data: MultiTaskDataset,
-        envs: Mapping[str, GymEnv],
-        target: float | Mapping[str, float] | None,
-        sampler: TransformerActionSampler | None,
-    ) -> dict[str, float]:
-        scores = {}
-        for name, env in envs.items():
-            if target is None:
-                ret = data.max_return(data.task_names.index(name))
-            elif isinstance(target, Mapping):
-                ret = target[name]
-            else:
-                ret = float(target)
-            actor = self.for_task(name).as_stateful_wrapper(ret, sampler)
-            scores[metric_key("environment", name)] = (
-                evaluate_transformer_with_environment(algo=actor, env=env)
-            )
-        scores["environment"] = float(np.mean(list(scores.values())))
-        return scores
-
-
-class HarmoDTTaskView:
-    """HarmoDT bound to one task: the surface of d3rlpy's DecisionTransformer.
-
-    ``predict(TransformerInput)`` and ``as_stateful_wrapper(target_return)``
-    behave like d3rlpy's, so ``evaluate_transformer_with_environment`` and
-    ``StatefulTransformerWrapper`` run on it unchanged.
-    """
-
-    def __init__(self, algo: HarmoDT, task_index: int):
-        self._algo = algo
-        self._task_index = task_index
-
-    @property
-    def task_name(self) -> str:
-        return self._algo.task_names[self._task_index]
-
-    @property
-    def task_index(self) -> int:
-        return self._task_index
-
-    @property
-    def algo(self) -> HarmoDT:
-        return self._algo
-
-    @property
-    def config(self) -> HarmoDTConfig:
-        return self._algo.config
-
-    @property
-    def impl(self) -> HarmoDTImpl | None:
-        return self._algo.impl
-
-    def get_action_type(self) -> ActionSpace:
-        return self._algo.get_action_type()
-
-    def predict(self, inpt: TransformerInput) -> NDArray:
-        return self._algo.predict(inpt, task=self._task_index)
-
-    def as_stateful_wrapper(
-        self,
-        target_return: float,
-        action_sampler: TransformerActionSampler | None = None,
-    ) -> StatefulTransformerWrapper[HarmoDTImpl, HarmoDTConfig]:
-        sampler = action_sampler or IdentityTransformerActionSampler()
-        return StatefulTransformerWrapper(self, target_return, sampler)  # type: ignore[arg-type]
-
-    def save_policy(self, fname: str) -> None:
-        """This task's policy as TorchScript (.pt) or ONNX (.onnx)."""
-        self._algo.save_policy(fname, task=self._task_index)
-
-    def __repr__(self) -> str:
-        return f"HarmoDTTaskView(task={self.task_name!r})"
 
 
 def _check_finite(inpt: TransformerInput) -> None:

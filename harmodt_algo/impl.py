@@ -22,6 +22,7 @@ from torch import nn
 
 from . import masks as mask_ops
 from . import surgery
+from .fit_loop import round_robin_task
 from .networks import (
     BatchWeights,
     MaskedDecisionTransformer,
@@ -144,6 +145,15 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         if settings.shared_update_masks != self._settings.shared_update_masks:
             raise ValueError("shared_update_masks is fixed once the model is built")
         self._settings = settings
+
+    @property
+    def modules(self) -> HarmoDTModules:
+        return self._modules
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every parameter a task mask covers (flattened order)."""
+        return self._shapes
 
     @property
     def num_tasks(self) -> int:
@@ -378,7 +388,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
     ) -> dict[str, float]:
         # d3rlpy's single-batch API: round-robin task by step
         batch_size = batch.actions.shape[0]
-        task = grad_step % self.num_tasks
+        task = round_robin_task(grad_step, self.num_tasks)
         task_ids = torch.full((batch_size,), task, dtype=torch.long, device=self.device)
         return self._update_tasks(batch, task_ids)
 
@@ -443,13 +453,13 @@ class HarmoDTImpl(TransformerAlgoImplBase):
 
     def update_masks(
         self,
-        change_counts: torch.Tensor,
+        swap_counts: torch.Tensor,
         generator: torch.Generator,
         batches: Sequence[TorchTrajectoryMiniBatch] | None = None,
     ) -> dict[str, float]:
         """Drop conflicting, grow harmonious entries; density is preserved.
 
-        ``change_counts``: (T,) entries to drop (and grow) per task.
+        ``swap_counts``: (T,) entries to drop (and grow) per task.
         ``batches``: one fresh batch per task (in task order) for the
         ``batch`` estimator; the ``accumulated`` estimator uses the running
         means of the training gradients instead (and resets them).
@@ -469,7 +479,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             valid = torch.ones(grads.shape[0], dtype=torch.bool, device=grads.device)
         with torch.no_grad():
             old = mask_ops.flatten_masks(masks.as_dict(), self._names)
-            new, harmony = self.propose_masks(grads, valid, change_counts, generator)
+            new, harmony = self.propose_masks(grads, valid, swap_counts, generator)
             masks.assign(mask_ops.unflatten_masks(new, self._shapes, self._names))
             dropped = (old & ~new).sum(dim=1)  # (T,)
             masks.changed += dropped.to(masks.changed.device)
@@ -490,7 +500,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         self,
         grads: torch.Tensor,
         valid: torch.Tensor,
-        change_counts: torch.Tensor,
+        swap_counts: torch.Tensor,
         generator: torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The masks one update would produce from task gradients, unapplied.
@@ -517,7 +527,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             settings.score_normalization, harmony
         ) + mask_ops.normalize_scores(settings.score_normalization, importance)
         old = self.flat_masks()
-        counts = change_counts.to(old.device) * valid  # no gradient, no change
+        counts = swap_counts.to(old.device) * valid  # no gradient, no change
         new = mask_ops.drop_and_grow(
             old,
             drop,

@@ -13,9 +13,9 @@ and reused by the model, the training loop and the reports:
 - **scores**: the harmony score ``h_t = ḡ ⊙ g_t`` and the importance terms
   (fisher, magnitude, random);
 - **drop-and-grow**, vectorised over tasks, preserving each task's density;
-- the **cosine schedule** of how many entries change per update;
-- **reporting** (density, pairwise Jaccard overlap) and **bit packing** for
-  compact checkpoints.
+- the **change schedules** (cosine, constant): how many entries each
+  update swaps;
+- **reporting** (density, pairwise Jaccard overlap, drift).
 
 Representation: a set of masks is ``dict[str, torch.Tensor]`` mapping a
 parameter name to a ``bool`` tensor of shape ``(T, *param_shape)``, with
@@ -34,7 +34,7 @@ import torch
 __all__ = [
     "DENSITY_KINDS",
     "IMPORTANCE_KINDS",
-    "change_count",
+    "swap_count",
     "drop_and_grow",
     "erk_densities",
     "flatten_masks",
@@ -48,13 +48,11 @@ __all__ = [
     "mask_overlap",
     "mean_mask_overlap",
     "mask_drift",
-    "pack_masks",
     "sample_masks",
     "task_densities",
     "top_entries",
     "uniform_densities",
     "unflatten_masks",
-    "unpack_masks",
 ]
 
 #: Valid ``kind`` values for :func:`layer_densities`.
@@ -546,27 +544,50 @@ def drop_and_grow(
     return new
 
 
-def change_count(step: int, total_steps: int, fraction: float, num_active: int) -> int:
-    """Entries to swap at ``step``: ``⌊fraction · num_active · sin²(π·step/S)⌋``.
+#: How the entries rewired per update move over a run (``change_schedule``).
+CHANGE_SCHEDULES = ("cosine", "constant")
 
-    The cosine schedule lets masks move most mid-training and settle at the
-    end (0 at ``step = 0`` and ``step = S``, ``⌊fraction·num_active⌋`` at
-    ``S/2``). ``fraction`` of each task's active entries, or, with
-    ``fraction = 1`` and ``num_active = k_max``, the release's absolute count
-    ``⌊k_max · sin²(π·s/S)⌋``. ``step`` is clamped into ``[0, S]``; the value
-    is exactly symmetric around ``S/2``.
+
+def swap_count(
+    schedule: str,
+    step: int,
+    total_steps: int,
+    fraction: float,
+    num_active: int,
+    peak: int = 0,
+) -> int:
+    """Entries one task swaps (drops, and grows) at ``step``.
+
+    ``cosine``: ``⌊fraction · num_active · sin²(π·step/S)⌋``, so masks move
+    most mid-training and settle at the end (0 at ``step = 0`` and
+    ``step = S``, ``⌊fraction·num_active⌋`` at ``S/2``). ``constant``:
+    ``⌊fraction · num_active⌋`` at every update. With ``peak = k_max > 0``
+    the count is absolute instead of a fraction of the active entries (the
+    release's ``⌊k_max · sin²(π·s/S)⌋``). ``step`` is clamped into
+    ``[0, S]``; the cosine value is exactly symmetric around ``S/2``.
     """
+    if schedule not in CHANGE_SCHEDULES:
+        raise ValueError(
+            f"unknown change schedule {schedule!r}; choose one of "
+            f"{list(CHANGE_SCHEDULES)}"
+        )
+    if peak < 0:
+        raise ValueError(f"peak must be >= 0, got {peak}")
+    if peak > 0:
+        fraction, num_active = 1.0, peak
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
     if not (0.0 <= fraction <= 1.0):
         raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
     if num_active < 0:
         raise ValueError(f"num_active must be >= 0, got {num_active}")
-    s = min(max(step, 0), total_steps)
-    # sin(πx) = sin(π(1−x)): evaluating at the nearer end makes the schedule
-    # bit-symmetric and exactly 0 at both ends.
-    s = min(s, total_steps - s)
-    phase = math.sin(math.pi * s / total_steps) ** 2
+    phase = 1.0
+    if schedule == "cosine":
+        s = min(max(step, 0), total_steps)
+        # sin(πx) = sin(π(1−x)): evaluating at the nearer end makes the
+        # schedule bit-symmetric and exactly 0 at both ends.
+        s = min(s, total_steps - s)
+        phase = math.sin(math.pi * s / total_steps) ** 2
     # The tiny cushion keeps e.g. 0.29 · 100 = 28.999999999999996 at 29.
     return int(math.floor(fraction * num_active * phase + 1e-9))
 
@@ -641,41 +662,3 @@ def mask_drift(initial_flat: torch.Tensor, final_flat: torch.Tensor) -> torch.Te
     active = initial_flat.sum(dim=1, dtype=torch.float64)  # (T,)
     share = dropped / active.clamp(min=1.0)  # (T,)
     return torch.where(active > 0, share, torch.zeros_like(active))
-
-
-_BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)  # MSB first, like numpy.packbits
-
-
-def pack_masks(masks: torch.Tensor) -> torch.Tensor:
-    """Pack a bool tensor along its last dim into ``uint8`` (8 entries a byte).
-
-    Bit order matches ``numpy.packbits`` (most significant bit first); the
-    last byte is zero-padded. Keep the unpadded length to unpack.
-
-    Args:
-        masks: ``(..., N)`` bool.
-
-    Returns:
-        ``(..., ceil(N / 8))`` uint8.
-    """
-    if masks.dtype != torch.bool:
-        raise ValueError(f"pack_masks expects a bool tensor, got {masks.dtype}")
-    n = masks.shape[-1]
-    pad = (-n) % 8
-    bits = masks.to(torch.uint8)
-    if pad:
-        bits = torch.nn.functional.pad(bits, (0, pad))
-    bits = bits.reshape(*masks.shape[:-1], (n + pad) // 8, 8)  # (..., B, 8)
-    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=masks.device)
-    return (bits * weights).sum(dim=-1, dtype=torch.uint8)  # (..., B)
-
-
-def unpack_masks(packed: torch.Tensor, n: int) -> torch.Tensor:
-    """Inverse of :func:`pack_masks`: ``(..., B)`` uint8 -> ``(..., n)`` bool."""
-    if packed.dtype != torch.uint8:
-        raise ValueError(f"unpack_masks expects uint8, got {packed.dtype}")
-    if not (0 <= n <= 8 * packed.shape[-1]):
-        raise ValueError(f"n = {n} does not fit in {packed.shape[-1]} bytes")
-    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)
-    bits = (packed.unsqueeze(-1) >> shifts) & 1  # (..., B, 8)
-    return bits.reshape(*packed.shape[:-1], -1)[..., :n].to(torch.bool)

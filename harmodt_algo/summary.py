@@ -56,7 +56,7 @@ def active_parameters(algo: HarmoDT) -> float | None:
 def mask_summary(algo: HarmoDT) -> dict[str, Any]:
     """The masks now: parameters (total, masked, active per task), density,
     the update settings, turnover and the pairwise task overlap."""
-    from .harmodt import mask_update_settings
+    from .config_checks import mask_update_settings
 
     impl = algo.impl
     assert impl is not None
@@ -95,7 +95,7 @@ def mask_movement(initial: torch.Tensor, algo: HarmoDT) -> dict[str, Any]:
     active ones: counts entries that came back too), the mean pairwise
     Jaccard overlap between tasks before and after (1.0 = every task uses the
     same weights; None for one task), and the mask-update settings."""
-    from .harmodt import mask_update_settings
+    from .config_checks import mask_update_settings
 
     assert algo.impl is not None
     final = algo.impl.flat_masks()  # (T, N)

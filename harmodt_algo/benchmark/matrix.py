@@ -22,9 +22,9 @@ import numpy as np
 
 from .._quiet import d3rlpy_warnings_only
 from ..checkpoints import TrainingStopped
+from ..config_checks import MAX_SEED
 from ..data import MultiTaskDataset, as_multitask_dataset
 from ..files import folder_problem, write_json_atomic
-from ..harmodt import MAX_SEED
 from ..locks import Busy, exclusive
 from .cells import (
     BenchmarkSettings,

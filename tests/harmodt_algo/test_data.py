@@ -36,8 +36,6 @@ from harmodt_algo.data import (
     DatasetError,
     MultiTaskDataset,
     as_multitask_dataset,
-    balanced_task_ids,
-    round_robin_task,
 )
 
 OBS_DIM = 4
@@ -455,38 +453,6 @@ def test_returns_and_read_only_views(episodes_dataset: MultiTaskDataset) -> None
     assert ep.observations.dtype == np.float32 and ep.rewards.shape == (4, 1)
     with pytest.raises(ValueError, match="read-only"):
         ep.observations[0, 0] = 1.0
-
-
-# --------------------------------------------------------------------------- #
-# schedules
-# --------------------------------------------------------------------------- #
-
-
-def test_round_robin_task() -> None:
-    assert [round_robin_task(s, 3) for s in range(7)] == [0, 1, 2, 0, 1, 2, 0]
-    with pytest.raises(ValueError):
-        round_robin_task(0, 0)
-
-
-@pytest.mark.parametrize(("batch", "tasks"), [(8, 3), (10, 5), (7, 10), (256, 50)])
-def test_balanced_task_ids_counts(batch: int, tasks: int) -> None:
-    ids = balanced_task_ids(batch, tasks, np.random.default_rng(0))
-    assert ids.shape == (batch,) and ids.dtype == np.int64
-    counts = np.bincount(ids, minlength=tasks)
-    assert counts.sum() == batch
-    assert set(counts.tolist()) <= {batch // tasks, -(-batch // tasks)}
-    assert np.all(np.diff(ids) >= 0)  # sorted: each task's rows contiguous
-    again = balanced_task_ids(batch, tasks, np.random.default_rng(0))
-    np.testing.assert_array_equal(ids, again)
-
-
-def test_balanced_task_ids_spreads_the_remainder() -> None:
-    rng = np.random.default_rng(1)
-    extra = np.zeros(5, int)
-    for _ in range(200):
-        extra += np.bincount(balanced_task_ids(7, 5, rng), minlength=5) - 1
-    assert extra.sum() == 400
-    assert extra.min() > 40  # every task gets the extra slot sometimes (~80)
 
 
 # --------------------------------------------------------------------------- #

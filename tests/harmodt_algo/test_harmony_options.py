@@ -188,9 +188,9 @@ def test_absolute_count_changes_exactly_the_scheduled_entries_per_task() -> None
     # cosine: ⌊k·sin²(π s/S)⌋ at s = S/2 is k, at the ends 0
     algo.config.change_schedule = "cosine"
     impl._modules.masks.schedule_horizon.fill_(100)
-    assert algo.change_counts(50).tolist() == [7, 7, 7]
-    assert algo.change_counts(100).tolist() == [0, 0, 0]
-    assert algo.change_counts(25).tolist() == [3, 3, 3]  # ⌊7 · 0.5⌋
+    assert algo.swap_counts(50).tolist() == [7, 7, 7]
+    assert algo.swap_counts(100).tolist() == [0, 0, 0]
+    assert algo.swap_counts(25).tolist() == [3, 3, 3]  # ⌊7 · 0.5⌋
 
 
 def test_batch_estimator_without_dropout_is_deterministic() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -301,22 +300,37 @@ def test_drop_and_grow_infinite_scores_do_not_tie_with_fill() -> None:
 # --------------------------------------------------------------------------- #
 # Schedule, reporting, packing
 # --------------------------------------------------------------------------- #
-def test_change_count_schedule() -> None:
+def test_swap_count_schedule() -> None:
     total, n = 1000, 100
-    ks = [M.change_count(s, total, 0.29, n) for s in range(total + 1)]
+    ks = [M.swap_count("cosine", s, total, 0.29, n) for s in range(total + 1)]
     assert ks[0] == 0 and ks[-1] == 0
     assert ks[total // 2] == 29  # ⌊0.29 · 100⌋ although 0.29 * 100 < 29 in floats
     assert max(ks) == 29
     assert ks == ks[::-1]
     assert all(a <= b for a, b in zip(ks[:500], ks[1:501], strict=True))
-    assert M.change_count(-5, total, 0.29, n) == 0
-    assert M.change_count(total + 5, total, 0.29, n) == 0
-    assert M.change_count(250, total, 1.0, 1000) == 500  # sin²(π/4) = 1/2
+    assert M.swap_count("cosine", -5, total, 0.29, n) == 0
+    assert M.swap_count("cosine", total + 5, total, 0.29, n) == 0
+    assert M.swap_count("cosine", 250, total, 1.0, 1000) == 500  # sin²(π/4) = 1/2
     for bad in (-0.1, 1.1):
         with pytest.raises(ValueError):
-            M.change_count(1, total, bad, n)
+            M.swap_count("cosine", 1, total, bad, n)
     with pytest.raises(ValueError):
-        M.change_count(1, 0, 0.5, n)
+        M.swap_count("cosine", 1, 0, 0.5, n)
+
+
+def test_swap_count_constant_schedule_and_absolute_peak() -> None:
+    assert [M.swap_count("constant", s, 100, 0.29, 100) for s in (0, 50, 100)] == [
+        29,
+        29,
+        29,
+    ]
+    # k_max > 0 replaces the fraction of the active entries (the release's count)
+    assert M.swap_count("cosine", 50, 100, 0.29, 1000, peak=100) == 100
+    assert M.swap_count("constant", 3, 100, 0.29, 1000, peak=7) == 7
+    with pytest.raises(ValueError, match="change schedule"):
+        M.swap_count("linear", 1, 100, 0.5, 10)
+    with pytest.raises(ValueError, match="peak"):
+        M.swap_count("cosine", 1, 100, 0.5, 10, peak=-1)
 
 
 def test_mask_drift_counts_dropped_initial_entries() -> None:
@@ -351,14 +365,3 @@ def test_mask_overlap_and_density() -> None:
     assert M.mean_mask_overlap(m) == pytest.approx(float(off_diagonal))
     assert M.mean_mask_overlap(m[:1]) is None
     assert M.task_densities(m).tolist() == [0.5, 0.5, 0.0, 0.0]
-
-
-@pytest.mark.parametrize("n", [1, 8, 13, 1000])
-def test_pack_unpack_round_trip(n: int) -> None:
-    m = torch.rand(3, n, generator=torch.Generator().manual_seed(n)) < 0.5
-    packed = M.pack_masks(m)
-    assert packed.dtype == torch.uint8 and packed.shape == (3, (n + 7) // 8)
-    assert np.array_equal(packed.numpy(), np.packbits(m.numpy(), axis=-1))
-    assert torch.equal(M.unpack_masks(packed, n), m)
-    with pytest.raises(ValueError):
-        M.pack_masks(m.to(torch.uint8))
