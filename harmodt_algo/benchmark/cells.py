@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -576,8 +577,34 @@ def _reproducibility(algo: HarmoDT, data: MultiTaskDataset) -> dict[str, Any] | 
     return {**out, "time_s": time.perf_counter() - t}
 
 
+def source_commit() -> str | None:
+    """The git commit of the harmodt checkout this process runs, with
+    ``+dirty`` when tracked files differ from it; None outside a git
+    checkout. Recorded in every cell, so that each result names its code."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*argv: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def _versions() -> dict[str, str]:
     out = {"harmodt": __version__, "python": platform.python_version()}
+    commit = source_commit()
+    if commit:
+        out["harmodt_commit"] = commit
     for package in ("d3rlpy", "torch", "metaworld", "minari", "gymnasium", "numpy"):
         try:
             out[package] = version(package)

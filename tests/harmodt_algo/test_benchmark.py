@@ -148,6 +148,11 @@ def test_matrix_builds_the_dataset_and_writes_complete_cells(matrix: Matrix) -> 
         assert cell["evaluation"]["n_episodes"] == 1
         assert cell["dataset"]["episodes_per_task"] == 2
         assert cell["budget"]["overrides"] == json.loads(json.dumps(OVERRIDES[method]))
+        # the cell names the code that ran it: this checkout's commit
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert cell["versions"]["harmodt_commit"].split("+")[0] == head
     # HarmoDT's seed config follows the cell seed; sizes follow the overrides
     mtdt = _load(matrix.cell("mtdt"))
     assert mtdt["config"]["params"]["seed"] == 0
