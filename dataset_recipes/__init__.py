@@ -19,7 +19,6 @@ __version__ = "0.1.0"
 from .builder import (  # noqa: E402
     BuildResult,
     build_metaworld_dataset,
-    datasets_root,
     measure_quality,
     stats_of,
 )
@@ -27,6 +26,7 @@ from .card import LearnerCurve, TaskStats  # noqa: E402
 from .envs import make_env  # noqa: E402
 from .errors import BuildInterrupted, RecipeError  # noqa: E402
 from .ids import RecipeId, dataset_id, parse_dataset_id  # noqa: E402
+from .minari_store import datasets_root  # noqa: E402
 from .mujoco_tasks import BENCHMARKS, benchmark_tasks  # noqa: E402  (registers)
 from .qualities import (  # noqa: E402
     QUALITIES,

@@ -22,20 +22,16 @@ Why this design (each point is a requirement, see ``docs/recipes.md``):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import shlex
 import shutil
 import sys
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,21 +41,26 @@ from . import __version__, schema
 from .card import TaskStats, render_card, stats_markdown
 from .commandline import Terminated
 from .envs import (
-    ACTION_SPACE,
     GOALS_PER_MAKE_SEED,
     MAX_EPISODE_STEPS,
     MAX_EPISODES_PER_TASK,
-    OBSERVATION_SPACE,
     check_seed,
     env_metadata,
-    env_spec_dict,
-    env_spec_from_dict,
-    train_make_seeds,
 )
 from .errors import BuildInterrupted, RecipeError
 from .ids import (
     check_dataset_id,
     dataset_id,
+)
+from .minari_store import (
+    STAGING_DIRNAME,
+    MinariWrite,
+    build_lock,
+    check_writable,
+    datasets_root,
+    exists_message,
+    publish,
+    write_minari,
 )
 from .qualities import QUALITY_NAMES, Quality, get_quality
 from .rollout import REF_EPISODES, WorkDone, WorkItem, run_work_item
@@ -69,70 +70,10 @@ from .suites import resolve_tasks, suite_of
 RECIPE_VERSION = 1
 #: Episodes per staged chunk (must divide 50 so a chunk never spans two make-seeds).
 DEFAULT_CHUNK_EPISODES = 10
-STAGING_DIRNAME = ".staging"
 ALGORITHM_NAME = "dataset_recipes scripted-expert mixture"
 DEFAULT_AUTHOR = "harmodt developers"
 #: Placeholder until the project has a public repository; override per build.
 DEFAULT_CODE_PERMALINK = "https://github.com/harmodt/harmodt/tree/main/dataset_recipes"
-
-
-# --------------------------------------------------------------------- paths
-
-
-def datasets_root() -> Path:
-    """Where Minari keeps local datasets (``MINARI_DATASETS_PATH`` or the default)."""
-    env = os.environ.get("MINARI_DATASETS_PATH")
-    if env:
-        return Path(env)
-    return Path.home() / ".minari" / "datasets"
-
-
-def _check_writable(root: Path) -> None:
-    try:
-        staging = root / STAGING_DIRNAME
-        staging.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=staging, prefix="probe-"):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise RecipeError(
-            f"dataset path {root} is not writable ({reason}); set "
-            "MINARI_DATASETS_PATH to a writable directory"
-        ) from None
-
-
-@contextlib.contextmanager
-def _minari_root(path: Path) -> Iterator[None]:
-    """Point Minari at ``path`` for the duration (not thread-safe)."""
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(path)
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["MINARI_DATASETS_PATH"]
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
-
-
-@contextlib.contextmanager
-def _lock(path: Path, dataset: str) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RecipeError(
-                f"another build of {dataset} is running (lock {path})"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------- plan
@@ -435,71 +376,6 @@ def _load_stats(
 # ------------------------------------------------------------------ writing
 
 
-def _requirements() -> list[str]:
-    reqs = []
-    for pkg in ("metaworld", "mujoco", "gymnasium"):
-        try:
-            reqs.append(f"{pkg}=={version(pkg)}")
-        except PackageNotFoundError:  # pragma: no cover
-            pass
-    return reqs
-
-
-def _episode_buffers(
-    path: str, task_id: int, task: str, width: int, count: int | None = None
-) -> list[Any]:
-    """Minari episode buffers of a staged chunk (its first ``count`` episodes,
-    all by default). A learner's chunk (the replay quality) also carries each
-    step's ``episode_index`` and ``learner_step`` in ``infos``."""
-    from minari.data_collector import EpisodeBuffer
-
-    buffers = []
-    name = np.bytes_(task.encode("ascii"))
-    with np.load(path) as z:
-        obs, act, rew = z["observations"], z["actions"], z["rewards"]
-        term, trunc, succ = z["terminations"], z["truncations"], z["success"]
-        lengths = z["lengths"]
-        learner = schema.INFO_LEARNER_STEP in z.files
-        o = s = 0
-        for k, length in enumerate(lengths[:count]):
-            length = int(length)
-            index = int(z["episode_index"][k])
-            infos = {
-                schema.INFO_TASK_ID: np.full(length + 1, task_id, dtype=np.int64),
-                schema.INFO_TASK_NAME: np.full(length + 1, name, dtype=f"S{width}"),
-                schema.INFO_SUCCESS: succ[o : o + length + 1].astype(np.float32),
-            }
-            options: dict[str, Any] = {
-                "episode_index": index,
-                "make_seed": int(z["make_seed"][k]),
-                "goal_index": int(z["goal_index"][k]),
-            }
-            if learner:
-                first_step = int(z[schema.INFO_LEARNER_STEP][k])
-                infos[schema.INFO_EPISODE_INDEX] = np.full(length + 1, index, np.int64)
-                infos[schema.INFO_LEARNER_STEP] = first_step + np.arange(
-                    length + 1, dtype=np.int64
-                )
-                options[schema.INFO_LEARNER_STEP] = first_step
-            else:
-                options["degraded"] = int(z["degraded"][k])
-                options["noise_std"] = float(z["noise_std"][k])
-            buffers.append(
-                EpisodeBuffer(
-                    observations=obs[o : o + length + 1],
-                    actions=act[s : s + length],
-                    rewards=rew[s : s + length],
-                    terminations=term[s : s + length],
-                    truncations=trunc[s : s + length],
-                    infos=infos,
-                    options=options,
-                )
-            )
-            o += length + 1
-            s += length
-    return buffers
-
-
 def _default_command(plan: _Plan, dataset: str, default_id: str) -> str:
     parts = ["harmodt-recipes", "metaworld"]
     if plan.suite is not None and plan.suite != "MT1":
@@ -518,80 +394,6 @@ def _default_command(plan: _Plan, dataset: str, default_id: str) -> str:
     if dataset != default_id:
         parts += ["--dataset-id", dataset]
     return shlex.join(parts)
-
-
-@dataclass(frozen=True)
-class MinariWrite:
-    """What one recipe dataset is written from: the staged chunks of each task
-    (with how many of their episodes to take), and what it says about itself."""
-
-    dataset: str
-    tasks: tuple[str, ...]
-    seed: int
-    max_episode_steps: int
-    chunks: dict[str, list[tuple[str, int]]]  # task -> [(chunk path, episodes)]
-    refs: dict[str, dict[str, float]]
-    card: str
-    env_meta: dict[str, Any]
-    algorithm_name: str
-    author: str
-    code_permalink: str
-    metadata: dict[str, Any]  # recipe-specific metadata entries
-
-
-def write_minari(assemble_root: Path, spec: MinariWrite) -> Path:
-    """Write ``spec`` as a Minari dataset under ``assemble_root``; returns its
-    folder (published later with one rename)."""
-    import minari
-
-    tasks = spec.tasks
-    ref_min = float(np.mean([spec.refs[t]["ref_min_score"] for t in tasks]))
-    ref_max = float(np.mean([spec.refs[t]["ref_max_score"] for t in tasks]))
-    train_spec = eval_spec = None
-    if len(tasks) == 1:
-        task = tasks[0]
-        train_spec = env_spec_from_dict(
-            env_spec_dict(
-                task, train_make_seeds(spec.seed, 1)[0], spec.max_episode_steps
-            )
-        )
-        eval_spec = env_spec_from_dict(spec.env_meta["tasks"][task])
-    with _minari_root(assemble_root), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = minari.create_dataset_from_buffers(
-            spec.dataset,
-            [],
-            env=train_spec,
-            eval_env=eval_spec,
-            algorithm_name=spec.algorithm_name,
-            author=spec.author,
-            code_permalink=spec.code_permalink,
-            action_space=ACTION_SPACE,
-            observation_space=OBSERVATION_SPACE,
-            ref_min_score=ref_min,
-            ref_max_score=ref_max,
-            num_episodes_average_score=REF_EPISODES,
-            description=spec.card,
-            requirements=_requirements(),
-        )
-        width = max(len(t) for t in tasks)  # one fixed-width |S dtype
-        for task_id, task in enumerate(tasks):
-            for path, count in spec.chunks[task]:
-                ds.storage.update_episodes(
-                    _episode_buffers(path, task_id, task, width, count)
-                )
-        ds.storage.update_metadata(
-            {
-                schema.METADATA_TASKS: list(tasks),
-                schema.METADATA_ENV: spec.env_meta,
-                schema.METADATA_REF_SCORES: spec.refs,
-                **spec.metadata,
-                "ref_min_score": ref_min,
-                "ref_max_score": ref_max,
-                "num_episodes_average_score": REF_EPISODES,
-            }
-        )
-    return assemble_root / spec.dataset
 
 
 def _write_minari(
@@ -639,36 +441,6 @@ def _write_minari(
         },
     )
     return write_minari(assemble_root, spec)
-
-
-def _publish(
-    built: Path, root: Path, dataset: str, staging: Path, overwrite: bool
-) -> Path:
-    from minari.dataset.minari_dataset import parse_dataset_id
-    from minari.namespace import create_namespace, list_local_namespaces
-
-    final = root / dataset
-    namespace = parse_dataset_id(dataset)[0]
-    if namespace is not None:
-        with _minari_root(root):
-            if namespace not in list_local_namespaces():
-                create_namespace(namespace)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        if not overwrite:
-            raise RecipeError(_exists_message(dataset, final))
-        replaced = staging / "replaced"
-        shutil.rmtree(replaced, ignore_errors=True)
-        os.rename(final, replaced)
-    os.rename(built, final)
-    return final
-
-
-def _exists_message(dataset: str, path: Path) -> str:
-    return (
-        f"dataset {dataset} already exists at {path}; pass --overwrite "
-        "(overwrite=True) to replace it"
-    )
 
 
 # ---------------------------------------------------------------------- API
@@ -752,7 +524,7 @@ def build_metaworld_dataset(
     target = check_dataset_id(dataset_id) if dataset_id is not None else default_id
     root = _writable_root(target, overwrite)
     staging = _Staging.of(root, target, plan)
-    with _lock(staging.lock, target):
+    with build_lock(staging.lock, target):
         items = staging.prepare(plan)
         generated, reused = _execute(
             plan, items, n_workers, progress, stop_after_chunks, progress_stream
@@ -762,7 +534,7 @@ def build_metaworld_dataset(
             plan, target, default_id, stats, author, code_permalink, command
         )
         built = _assemble(staging.folder, target, plan, items, stats, refs, about)
-        path = _publish(built, root, target, staging.folder, overwrite)
+        path = publish(built, root, target, staging.folder, overwrite)
         staging.remove()
     return _build_result(
         plan, target, path, stats, about.card, generated, reused, start
@@ -776,10 +548,10 @@ def _writable_root(target: str, overwrite: bool) -> Path:
     """The Minari root, checked before any work starts: writable, and without
     a dataset ``target`` unless it may be overwritten."""
     root = datasets_root()
-    _check_writable(root)
+    check_writable(root)
     final = root / target
     if final.exists() and not overwrite:
-        raise RecipeError(_exists_message(target, final))
+        raise RecipeError(exists_message(target, final))
     return root
 
 

@@ -235,7 +235,7 @@ def _cmd_show(args: argparse.Namespace, out: Console) -> int:
     import minari
 
     from . import schema
-    from .builder import datasets_root
+    from .minari_store import datasets_root
 
     try:
         ds = minari.load_dataset(args.dataset_id)

@@ -31,23 +31,25 @@ from .builder import (
     DEFAULT_AUTHOR,
     DEFAULT_CODE_PERMALINK,
     RECIPE_VERSION,
-    STAGING_DIRNAME,
-    MinariWrite,
-    _check_writable,
-    _exists_message,
-    _lock,
     _mp_context,
     _positive_int,
-    _publish,
-    datasets_root,
     progress_bar,
-    write_minari,
 )
 from .card import LearnerCurve, TaskStats, render_replay_card
 from .commandline import Terminated
 from .envs import MAX_EPISODE_STEPS, check_seed, env_metadata
 from .errors import BuildInterrupted, RecipeError
 from .ids import dataset_id
+from .minari_store import (
+    STAGING_DIRNAME,
+    MinariWrite,
+    build_lock,
+    check_writable,
+    datasets_root,
+    exists_message,
+    publish,
+    write_minari,
+)
 from .qualities import REPLAY_DATASETS, REPLAY_QUALITY
 from .replay import (
     EVAL_EPISODES,
@@ -450,7 +452,7 @@ def _assemble(
         built.append((target, folder, share, stats, card))
     published = []
     for target, folder, share, stats, card in built:
-        path = _publish(folder, root, target, staging, overwrite)
+        path = publish(folder, root, target, staging, overwrite)
         published.append(ReplayDataset(target, path, share, tuple(stats), card))
     return published, curves
 
@@ -502,14 +504,14 @@ def build_replay_datasets(
     n_workers = _positive_int("workers", workers, 1024)
     ids = replay_dataset_ids(None, plan.tasks)
     root = datasets_root()
-    _check_writable(root)
+    check_writable(root)
     for target in ids:
         if (root / target).exists() and not overwrite:
-            raise RecipeError(_exists_message(target, root / target))
+            raise RecipeError(exists_message(target, root / target))
     slug = ids[0].rsplit("/", 1)[0].replace("/", "__") + "__replay"
     parent = root / STAGING_DIRNAME
     staging = parent / f"{slug}-{plan.digest()}"
-    with _lock(parent / f"{slug}.lock", f"the replay datasets {', '.join(ids)}"):
+    with build_lock(parent / f"{slug}.lock", f"the replay datasets {', '.join(ids)}"):
         staging.mkdir(parents=True, exist_ok=True)
         (staging / "recipe.json").write_text(json.dumps(plan.params(), indent=1))
         jobs = plan.jobs(staging, parent / f"refs-v{RECIPE_VERSION}")

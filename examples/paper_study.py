@@ -33,7 +33,7 @@ from typing import Any
 
 from harmodt_algo.benchmark import load_cells
 from harmodt_algo.benchmark.methods import METHOD_LABELS
-from harmodt_algo.benchmark.reporting import ProtocolRow, protocol_rows
+from harmodt_algo.benchmark.protocols import ProtocolRow, protocol_rows
 from harmodt_algo.benchmark.stats import format_paired, paired_difference
 
 SEEDS = (0, 1, 2, 3, 4)

@@ -15,9 +15,7 @@ were copied to, without the data or a model.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,96 +23,20 @@ from typing import Any
 import numpy as np
 
 from ..types import F64
-from .cells import read_cell
+from .cellsets import QUALITY_SHORT, Cell, Groups, load_cells
+from .cellsets import Column as _Column
+from .cellsets import columns as _columns
+from .cellsets import first_cell as _first
+from .cellsets import group_cells as _group
+from .cellsets import label as _label
+from .cellsets import method_order as _method_order
 from .errors import BenchmarkError
-from .methods import METHOD_LABELS, METHODS, PAPER_TABLE1
-from .stats import MeanCI, format_paired, mean_ci
+from .methods import PAPER_TABLE1
+from .protocols import ProtocolRow, best_point, curve_goals, protocol_rows
+from .stats import MeanCI, format_paired
 from .unseen import NO_ADD_TASK
 
 __all__ = ["QUALITY_SHORT", "ProtocolRow", "load_cells", "protocol_rows", "report"]
-
-#: Short quality names for table columns ("MT5 near", like the paper).
-QUALITY_SHORT = {
-    "expert": "expert",
-    "near-optimal": "near",
-    "sub-optimal": "sub",
-    "random": "random",
-    "near-optimal-replay": "near replay",
-    "sub-optimal-replay": "sub replay",
-}
-_SUITE_ORDER = ("MT1", "MT5", "MT10", "MT30", "MT50")
-_QUALITY_ORDER = (
-    "expert",
-    "near-optimal",
-    "sub-optimal",
-    "random",
-    "near-optimal-replay",
-    "sub-optimal-replay",
-)
-
-Cell = Mapping[str, Any]
-Groups = dict[tuple[str, str], list[Cell]]
-
-
-def load_cells(results: str | Path) -> list[dict[str, Any]]:
-    """Every finished cell under ``results`` (``*/*/seed*.json``)."""
-    root = Path(results)
-    if not root.is_dir():
-        raise BenchmarkError(f"no results folder {str(root)!r}")
-    cells = []
-    for path in sorted(root.glob("*/*/seed*.json")):
-        record = read_cell(path)
-        if record is not None:
-            record["_path"] = str(path)
-            cells.append(record)
-    return cells
-
-
-@dataclasses.dataclass(frozen=True)
-class _Column:
-    """One dataset column of the table."""
-
-    dataset_id: str
-    suite: str | None
-    quality: str | None
-    label: str
-
-    def sort_key(self) -> tuple[int, int, str]:
-        suite = _SUITE_ORDER.index(self.suite) if self.suite in _SUITE_ORDER else 99
-        quality = (
-            _QUALITY_ORDER.index(self.quality) if self.quality in _QUALITY_ORDER else 99
-        )
-        return (suite, quality, self.dataset_id)
-
-
-def _columns(cells: Sequence[Cell]) -> list[_Column]:
-    from dataset_recipes import parse_dataset_id
-
-    seen: dict[str, _Column] = {}
-    for cell in cells:
-        ident = str(cell["dataset_id"])
-        if ident in seen:
-            continue
-        facts = cell.get("dataset") or {}
-        suite = facts.get("suite")
-        quality = facts.get("quality")
-        recipe = parse_dataset_id(ident)
-        group = str(suite) if suite else (recipe.group if recipe else ident)
-        short = QUALITY_SHORT.get(str(quality), str(quality)) if quality else ""
-        label = f"{group} {short}".strip()
-        seen[ident] = _Column(ident, suite, quality, label)
-    columns = sorted(seen.values(), key=_Column.sort_key)
-    labels = [c.label for c in columns]
-    return [
-        dataclasses.replace(c, label=c.dataset_id) if labels.count(c.label) > 1 else c
-        for c in columns
-    ]
-
-
-def _method_order(cells: Sequence[Cell]) -> list[str]:
-    present = {str(c["method"]) for c in cells}
-    known = [m for m in METHODS if m in present]
-    return known + sorted(present - set(known))
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float]:
@@ -131,26 +53,9 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _group(cells: Sequence[Cell]) -> Groups:
-    groups: Groups = defaultdict(list)
-    for cell in cells:
-        groups[(str(cell["dataset_id"]), str(cell["method"]))].append(cell)
-    for group in groups.values():
-        group.sort(key=lambda c: int(c["seed"]))
-    return groups
-
-
 def _task_success(group: Sequence[Cell], task: str) -> float:
     """Mean over seeds of one task's success (%)."""
     return 100 * float(np.mean([float(c["success"].get(task, np.nan)) for c in group]))
-
-
-def _first(cells: Sequence[Cell], dataset_id: str) -> Cell:
-    return next(c for c in cells if c["dataset_id"] == dataset_id)
-
-
-def _label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
 
 
 def _table_head(first: str, labels: Sequence[str]) -> list[str]:
@@ -326,84 +231,6 @@ def _paper_table(columns: Sequence[_Column], methods: Sequence[str]) -> list[str
 # --------------------------------------------------------------------------- #
 
 
-@dataclasses.dataclass(frozen=True)
-class ProtocolRow:
-    """One method on one dataset under both protocols, success in % per seed.
-
-    ``final`` is (a), Meta-World's protocol: the final checkpoint on the final
-    evaluation's ``final_goals`` goals per task. ``best`` is (b), the HarmoDT
-    release's: the maximum over the curve's points (the last step's
-    included) of the mean success over tasks, on ``curve_goals`` goals per
-    task, ``evaluations`` points per cell; only cells with a curve have one.
-    The goal counts and point counts are sets: one value unless the seeds'
-    cells were run differently.
-    """
-
-    dataset_id: str
-    method: str
-    final: dict[int, float]
-    final_goals: tuple[int, ...]
-    best: dict[int, float]
-    best_step: dict[int, int]
-    evaluations: tuple[int, ...]
-    curve_goals: tuple[int, ...]
-
-    def bias(self) -> MeanCI | None:
-        """(b − a), the selection bias: the mean over seeds of each seed's
-        difference (paired: one cell has both) with its 95 % t-interval
-        (:func:`.stats.mean_ci`; no interval for one seed); None without a
-        curve."""
-        seeds = sorted(set(self.best) & set(self.final))
-        if not seeds:
-            return None
-        return mean_ci([self.best[s] - self.final[s] for s in seeds])
-
-
-def _curve_goals(cell: Cell) -> int:
-    """Goals per task of a cell's curve points (cells made before
-    ``curve_episodes`` existed evaluated the curve on the final's goals)."""
-    points = cell["curve"]
-    stored = {int(p["n_episodes"]) for p in points if "n_episodes" in p}
-    if len(stored) == 1:
-        return stored.pop()
-    budget = cell["budget"]
-    return int(budget.get("curve_episodes", budget["eval_episodes"]))
-
-
-def _best_point(cell: Cell) -> Mapping[str, Any]:
-    """The curve point with the highest mean success (the first of ties, as
-    the release keeps the first best)."""
-    points: list[Mapping[str, Any]] = list(cell["curve"])
-    return max(points, key=lambda p: float(p["success_mean"]))
-
-
-def _protocol_row(dataset_id: str, method: str, group: Sequence[Cell]) -> ProtocolRow:
-    curved = [c for c in group if c.get("curve")]
-    best = {int(c["seed"]): _best_point(c) for c in curved}
-    return ProtocolRow(
-        dataset_id=dataset_id,
-        method=method,
-        final={int(c["seed"]): 100 * float(c["success_mean"]) for c in group},
-        final_goals=tuple(sorted({int(c["budget"]["eval_episodes"]) for c in group})),
-        best={s: 100 * float(p["success_mean"]) for s, p in best.items()},
-        best_step={s: int(p["step"]) for s, p in best.items()},
-        evaluations=tuple(sorted({len(c["curve"]) for c in curved})),
-        curve_goals=tuple(sorted({_curve_goals(c) for c in curved})),
-    )
-
-
-def protocol_rows(cells: Sequence[Cell]) -> list[ProtocolRow]:
-    """Every (dataset, method) under both protocols, in table order (datasets
-    as the columns, methods as the rows of the main table)."""
-    groups = _group(cells)
-    return [
-        _protocol_row(column.dataset_id, method, groups[(column.dataset_id, method)])
-        for column in _columns(cells)
-        for method in _method_order(cells)
-        if (column.dataset_id, method) in groups
-    ]
-
-
 def _counts(values: Sequence[int]) -> str:
     """``50``, or ``20/50`` when seeds differ."""
     return "/".join(map(str, values))
@@ -475,9 +302,9 @@ def _write_protocols_csv(cells: Sequence[Cell], out: Path) -> Path:
             final = [cell["success_mean"], cell["budget"]["eval_episodes"]]
             curve = cell.get("curve")
             if curve:
-                best = _best_point(cell)
+                best = best_point(cell)
                 extra = [best["success_mean"], best["step"], len(curve)]
-                extra.append(_curve_goals(cell))
+                extra.append(curve_goals(cell))
             else:
                 extra = [None] * 4
             rows.writerow(

@@ -19,6 +19,7 @@ from dataset_recipes import (
     RecipeError,
     build_metaworld_dataset,
     make_env,
+    minari_store,
     schema,
 )
 from dataset_recipes import builder as builder_mod
@@ -243,7 +244,7 @@ def test_failure_while_writing_leaves_nothing_visible(
     minari_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"n": 0}
-    real = builder_mod._episode_buffers
+    real = minari_store.episode_buffers
 
     def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -251,13 +252,13 @@ def test_failure_while_writing_leaves_nothing_visible(
             raise OSError("disk full (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(builder_mod, "_episode_buffers", flaky)
+    monkeypatch.setattr(minari_store, "episode_buffers", flaky)
     with pytest.raises(OSError, match="simulated"):
         _build(tasks=("reach-v3",), episodes_per_task=2, max_episode_steps=10)
     target = minari_root / "metaworld-v3" / "reach-v3" / "sub-optimal-v0"
     assert not target.exists()
     assert minari.list_local_datasets() == {}
-    monkeypatch.setattr(builder_mod, "_episode_buffers", real)
+    monkeypatch.setattr(minari_store, "episode_buffers", real)
     result = _build(tasks=("reach-v3",), episodes_per_task=2, max_episode_steps=10)
     assert result.generated_chunks == 0 and result.reused_chunks == 3
     assert minari.load_dataset(result.dataset_id).total_episodes == 2
@@ -382,3 +383,13 @@ def test_killed_cli_build_leaves_no_dataset_and_resumes(minari_root: Path) -> No
     assert f"({14 - len(staged)} chunks generated, {len(staged)} reused" in done.stdout
     ds = minari.load_dataset("metaworld-v3/custom-25c10ab5/near-optimal-v0")
     assert ds.total_episodes == 12
+
+
+def test_a_second_build_of_one_dataset_is_refused_at_once(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    with minari_store.build_lock(lock, "metaworld-v3/x-v0"):
+        with pytest.raises(RecipeError, match="another build of metaworld-v3/x-v0"):
+            with minari_store.build_lock(lock, "metaworld-v3/x-v0"):
+                pass  # pragma: no cover
+    with minari_store.build_lock(lock, "metaworld-v3/x-v0"):  # released: free again
+        pass

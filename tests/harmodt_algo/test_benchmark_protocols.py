@@ -26,7 +26,7 @@ import pytest
 import harmodt_algo  # noqa: F401  (before d3rlpy use)
 from harmodt_algo import benchmark
 from harmodt_algo.benchmark import BenchmarkError, BenchmarkSettings, cell_path, report
-from harmodt_algo.benchmark.reporting import protocol_rows
+from harmodt_algo.benchmark.protocols import protocol_rows
 from harmodt_algo.evaluation.envs import goal_indices
 
 ROOT = Path(__file__).resolve().parents[2]
