@@ -200,10 +200,11 @@ def _cli(*extra: str) -> list[str]:
     ]
 
 
-def test_sigint_build_resumes_to_the_same_arrays(built: Path, tmp_path: Path) -> None:
-    """A SIGINT'd build with 2 workers, resumed, equals the 1-worker build:
-    reproducible, resumable and independent of the worker count at once."""
-    env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path), "COLUMNS": "120"}
+def _interrupt_after_first_checkpoint(
+    env: dict[str, str], staging: Path
+) -> tuple[subprocess.Popen[str], str]:
+    """Start the 2-worker CLI build, SIGINT it once a learner checkpoint
+    exists; returns the ended process and its stderr."""
     proc = subprocess.Popen(
         _cli("--workers", "2"),
         stdout=subprocess.PIPE,
@@ -211,7 +212,6 @@ def test_sigint_build_resumes_to_the_same_arrays(built: Path, tmp_path: Path) ->
         text=True,
         env=env,
     )
-    staging = tmp_path / ".staging"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if any(staging.glob("*/learners/*.npz")):
@@ -221,16 +221,34 @@ def test_sigint_build_resumes_to_the_same_arrays(built: Path, tmp_path: Path) ->
         pytest.fail(f"build ended before it could be interrupted: {proc.communicate()}")
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
+    return proc, stderr
+
+
+def test_sigint_build_resumes_to_the_same_arrays(built: Path, tmp_path: Path) -> None:
+    """A SIGINT'd build with 2 workers, resumed, equals the 1-worker build:
+    reproducible, resumable and independent of the worker count at once."""
+    for attempt in range(3):
+        root = tmp_path / f"try-{attempt}"
+        env = {**os.environ, "MINARI_DATASETS_PATH": str(root), "COLUMNS": "120"}
+        proc, stderr = _interrupt_after_first_checkpoint(env, root / ".staging")
+        if proc.returncode != 0:
+            break
+        # the tiny build can end between seeing its first checkpoint and the
+        # signal landing (a starved test process): a race, not the behaviour
+        # under test; try again in a fresh folder
+    else:
+        pytest.fail("the build finished before each of 3 SIGINTs landed")
     assert proc.returncode == 130, stderr
     assert "re-run the same command" in stderr and "Traceback" not in stderr
-    assert not (tmp_path / "metaworld-v3").exists()  # nothing visible under an id
+    assert not (root / "metaworld-v3").exists()  # nothing visible under an id
     done = subprocess.run(_cli(), capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert NEAR in done.stdout and SUB in done.stdout
     for ident in (NEAR, SUB):
-        a, b = _episodes(built, ident), _episodes(tmp_path, ident)
+        a, b = _episodes(built, ident), _episodes(root, ident)
         assert len(a) == len(b) and all(map(_same, a, b))
-    assert not list(staging.glob("*replay-*"))  # staging removed once published
+    # staging removed once published
+    assert not list((root / ".staging").glob("*replay-*"))
 
 
 @pytest.mark.parametrize(
