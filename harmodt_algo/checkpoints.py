@@ -28,7 +28,13 @@ from typing import Any
 from .files import write_json_atomic
 from .model_files import load_weights
 
-__all__ = ["CheckpointDir", "StopRequest", "TrainingStopped", "checkpoint_step"]
+__all__ = [
+    "CheckpointDir",
+    "StopRequest",
+    "TrainingStopped",
+    "checkpoint_step",
+    "fit_resumably",
+]
 
 _NAME = re.compile(r"step-(\d+)\.pt")
 
@@ -189,3 +195,37 @@ def checkpoint_step(
             save()
     if signum is not None:
         raise TrainingStopped(signum, step)
+
+
+def fit_resumably(
+    algo: Any,
+    data: Any,
+    steps: int,
+    stop: StopRequest,
+    every: int,
+    save: Callable[[Any], Any],
+    *,
+    on_step: Callable[[Any, int], None] | None = None,
+    save_last_step: bool = True,
+    **fit_options: Any,
+) -> bool:
+    """The resumable fit of ``harmodt train`` and the benchmark's cells: fit
+    ``algo`` from its step to ``steps``, calling ``save(algo)`` every
+    ``every`` steps and at a stop request (then :class:`TrainingStopped` ends
+    the fit). ``on_step(algo, epoch)`` runs first after each step (the
+    cells keep the step's metrics); ``save_last_step=False`` leaves the
+    last step's file to the caller (written after the fit, with more in
+    it). Returns whether it fitted at all (False when already at
+    ``steps``)."""
+    if algo.grad_step >= steps:
+        return False
+
+    def callback(trained: Any, epoch: int, total_step: int) -> None:
+        if on_step is not None:
+            on_step(trained, epoch)
+        if not save_last_step and trained.grad_step >= steps:
+            return
+        checkpoint_step(stop, trained.grad_step, every, lambda: save(trained))
+
+    algo.fit(data, n_steps=steps - algo.grad_step, callback=callback, **fit_options)
+    return True

@@ -6,7 +6,7 @@ logger, the data-parallel slice, the epoch means) and reads the Algo only
 through its public surface (``update``, ``update_masks``, ``for_task``,
 ``grad_step``, ``config``). Every step's batch and dropout seed are a
 function of (seed, step), so a resumed run trains exactly as an
-uninterrupted one (design §9).
+uninterrupted one.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..baselines import baseline_policy, fit_baseline, make_baseline
-from ..checkpoints import StopRequest, TrainingStopped, checkpoint_step
+from ..checkpoints import StopRequest, TrainingStopped, fit_resumably
 from ..data import MultiTaskDataset
 from ..harmodt import HarmoDT
 from ..options import OptionError, parse_device
@@ -456,31 +456,6 @@ def _fit_harmodt(
     return algo, initial_masks, resumed_from
 
 
-def _checkpoint_callback(
-    stop: StopRequest,
-    store: CellCheckpoints,
-    metrics: EpochMetrics,
-    evaluations: _Evaluations,
-    resumed_from: list[int],
-) -> Callable[[HarmoDT, int, int], None]:
-    """fit's callback, after every step: keep the step's metrics, write the
-    periodic checkpoint or the stop request's (then :class:`TrainingStopped`
-    ends the fit). The last step's checkpoint is written after the fit."""
-    steps = evaluations.settings.steps
-
-    def checkpoint(trained: HarmoDT, epoch: int, total_step: int) -> None:
-        metrics.add(epoch, trained.last_step_metrics)
-        if trained.grad_step >= steps:
-            return  # the last step's checkpoint is written after the fit
-
-        def save() -> None:
-            store.save(trained, metrics, evaluations.train_time(), resumed_from)
-
-        checkpoint_step(stop, trained.grad_step, store.every, save)
-
-    return checkpoint
-
-
 def _fit_resumable(
     algo: HarmoDT,
     data: MultiTaskDataset,
@@ -504,11 +479,22 @@ def _fit_resumable(
         if resumed.fit is not None:  # stopped after the fit: evaluate only
             capture.last.update(resumed.fit)
     with StopRequest() as stop:
-        if algo.grad_step < steps:
-            callback = _checkpoint_callback(
-                stop, store, metrics, evaluations, resumed_from
-            )
-            algo.fit(data, n_steps=steps - algo.grad_step, callback=callback, **options)
+        fitted = fit_resumably(
+            algo,
+            data,
+            steps,
+            stop,
+            store.every,
+            lambda trained: store.save(
+                trained, metrics, evaluations.train_time(), resumed_from
+            ),
+            on_step=lambda trained, epoch: metrics.add(
+                epoch, trained.last_step_metrics
+            ),
+            save_last_step=False,  # written below, with the fit's record
+            **options,
+        )
+        if fitted:
             # the last epoch's means over all its steps, before the stop too
             capture.last["metrics"].update(metrics.means())
             train_time = evaluations.train_time()

@@ -32,7 +32,7 @@ from ..checkpoints import (
     CheckpointDir,
     StopRequest,
     TrainingStopped,
-    checkpoint_step,
+    fit_resumably,
 )
 from ..files import folder_problem, write_json_atomic
 from ..fingerprint import dataset_fingerprint
@@ -509,20 +509,6 @@ def _epoch_evaluation(
     return evaluate_epoch
 
 
-def _checkpoint_callback(
-    stop: StopRequest, checkpoints: CheckpointDir, every: int
-) -> Callable[[HarmoDT, int, int], None]:
-    """fit's callback, after every step: a periodic checkpoint, or the stop
-    request's (then :class:`TrainingStopped` ends the fit)."""
-
-    def checkpoint(trained: HarmoDT, epoch: int, total_step: int) -> None:
-        checkpoint_step(
-            stop, trained.grad_step, every, lambda: checkpoints.save(trained)
-        )
-
-    return checkpoint
-
-
 def _fit_run(
     plan: _TrainPlan,
     algo: HarmoDT,
@@ -546,27 +532,29 @@ def _fit_run(
     stop = StopRequest()
     try:
         with stop:
-            if algo.grad_step < plan.steps:
-                algo.fit(
-                    data,
-                    n_steps=plan.steps - algo.grad_step,
-                    n_steps_per_epoch=plan.eval_every,
-                    experiment_name=run_dir.name,
-                    with_timestamp=False,
-                    logger_adapter=_logger_factory(plan.args.logger, root, run_dir),
-                    show_progress=not plan.args.no_progress,
-                    callback=_checkpoint_callback(stop, checkpoints, every),
-                    evaluators=None
-                    if evaluator is None
-                    else {
-                        "multitask": _epoch_evaluation(
-                            plan, evaluator, horizon, history, out
-                        )
-                    },
-                )
-                speed = _steps_per_second(algo.epoch_metrics)
-                if speed is not None:
-                    run_info["train_steps_per_s"] = speed
+            fitted = fit_resumably(
+                algo,
+                data,
+                plan.steps,
+                stop,
+                every,
+                checkpoints.save,
+                n_steps_per_epoch=plan.eval_every,
+                experiment_name=run_dir.name,
+                with_timestamp=False,
+                logger_adapter=_logger_factory(plan.args.logger, root, run_dir),
+                show_progress=not plan.args.no_progress,
+                evaluators=None
+                if evaluator is None
+                else {
+                    "multitask": _epoch_evaluation(
+                        plan, evaluator, horizon, history, out
+                    )
+                },
+            )
+            speed = _steps_per_second(algo.epoch_metrics) if fitted else None
+            if speed is not None:
+                run_info["train_steps_per_s"] = speed
             with stop.shielded():
                 _save_model(algo, run_dir / MODEL_FILE)
         status = "finished"

@@ -237,7 +237,10 @@ def test_sigint_build_resumes_to_the_same_arrays(built: Path, tmp_path: Path) ->
         # signal landing (a starved test process): a race, not the behaviour
         # under test; try again in a fresh folder
     else:
-        pytest.fail("the build finished before each of 3 SIGINTs landed")
+        pytest.fail(
+            "the build finished before each of 3 SIGINTs landed; this process's "
+            f"SIGINT handler: {signal.getsignal(signal.SIGINT)!r}; stderr: {stderr}"
+        )
     assert proc.returncode == 130, stderr
     assert "re-run the same command" in stderr and "Traceback" not in stderr
     assert not (root / "metaworld-v3").exists()  # nothing visible under an id

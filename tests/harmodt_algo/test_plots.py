@@ -1,8 +1,8 @@
 """``plot_run`` on the logs of a real tiny ``harmodt train`` run.
 
-The run (``tiny_run``, shared with test_cli.py) has d3rlpy's real CSVs: loss and
-per-task loss, per-task and mean success from the evaluator, plus files that
-are not metrics (``*_grad.csv`` with a header, ``params.json``).
+The run (``tiny_run``, shared with cli/test_commands.py) has d3rlpy's real
+CSVs: loss and per-task loss, per-task and mean success from the evaluator,
+plus files that are not metrics (``*_grad.csv`` with a header, ``params.json``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from harmodt_algo import plots
 from harmodt_algo.plots import PlotsUnavailable, plot_run, read_metrics
 
 from ..conftest import TINY_TASKS
-from .test_cli import TinyRun, tiny_run  # noqa: F401  (session fixture)
+from .cli.test_commands import TinyRun, tiny_run  # noqa: F401  (session fixture)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

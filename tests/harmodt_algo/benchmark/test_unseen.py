@@ -34,7 +34,7 @@ from harmodt_algo.benchmark import (
     run_matrix,
 )
 
-from .test_benchmark import OVERRIDES, RESUMABLE, ROOT, _comparable
+from .test_harness import OVERRIDES, RESUMABLE, ROOT, _comparable
 
 TRAIN = "reach-v3+button-press-topdown-v3:expert"
 HELD = "push-v3+drawer-close-v3:expert"

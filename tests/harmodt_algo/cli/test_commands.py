@@ -28,7 +28,7 @@ from d3rlpy.dataset import Episode, create_infinite_replay_buffer
 from harmodt_algo import PRESETS, HarmoDT
 from harmodt_algo.cli import MODEL_FILE, RUN_FILE, main
 
-from ..conftest import TINY_STEPS, TINY_TASKS
+from ...conftest import TINY_STEPS, TINY_TASKS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -36,7 +36,7 @@ from harmodt_algo.evaluation import (
     resolve_target_returns,
 )
 
-from ..conftest import TINY_STEPS, TINY_TASKS
+from ...conftest import TINY_STEPS, TINY_TASKS
 
 SMALL = dict(
     batch_size=8,

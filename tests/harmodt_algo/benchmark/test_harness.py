@@ -43,7 +43,7 @@ from harmodt_algo.benchmark import (
 )
 from harmodt_algo.benchmark.resume import CellCheckpoints
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TASKS = "reach-v3+button-press-topdown-v3"
 DATASET = f"{TASKS}:expert"
 OVERRIDES: dict[str, dict[str, Any]] = {

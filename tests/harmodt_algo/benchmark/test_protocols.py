@@ -29,7 +29,7 @@ from harmodt_algo.benchmark import BenchmarkError, BenchmarkSettings, cell_path,
 from harmodt_algo.benchmark.protocols import protocol_rows
 from harmodt_algo.evaluation.envs import goal_indices
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMMITTED = ROOT / "docs" / "benchmarks" / "study-20k"
 TASKS = ("reach-v3", "button-press-topdown-v3")
 MTDT = {
@@ -311,7 +311,7 @@ def test_the_paper_study_commands_are_valid() -> None:
     from harmodt_algo import HarmoDTConfig, benchmark
     from harmodt_algo.benchmark.methods import check_methods
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     study = runpy.run_path(str(root / "examples" / "paper_study.py"))
     for part, spec in study["PARTS"].items():
         seen: set[tuple[str, tuple[int, ...], int, str]] = set()
@@ -341,7 +341,7 @@ def test_the_paper_study_commands_are_valid() -> None:
 def test_the_paper_study_table_pairs_both_protocols(tmp_path: Path) -> None:
     import runpy
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     study = runpy.run_path(str(root / "examples" / "paper_study.py"))
     folder = tmp_path / "replay" / "64x2-10k"
     for seed, (mtdt, paper) in enumerate([(0.5, 0.6), (0.4, 0.6), (0.6, 0.7)]):
@@ -365,7 +365,7 @@ def test_the_ablation_study_commands_and_tables(tmp_path: Path) -> None:
     from harmodt_algo import HarmoDTConfig, benchmark
     from harmodt_algo.benchmark.methods import check_methods
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     study = runpy.run_path(str(root / "examples" / "ablation_study.py"))
     seen = set()
     for stream in study["commands"]():
