@@ -41,6 +41,8 @@ TREND_SEEDS = (0, 1, 2)
 METHODS = ("mtdt", "prompt-dt", "sparse-static", "harmodt-f-paper", "harmodt-plus")
 TREND_METHODS = ("mtdt", "sparse-static", "harmodt-f-paper")
 REFERENCES = ("mtdt", "sparse-static")
+#: The comparison that answers the question; run first (``commands``).
+KEY_METHODS = ("mtdt", "sparse-static", "harmodt-f-paper")
 #: Meta-World's protocol (final, 50 goals) and the release's (best of the
 #: evaluations every 5,000 steps, 10 goals; main.py:199-219, 282, 286)
 PROTOCOLS = ("--eval-episodes", "50", "--curve-every", "5000", "--curve-episodes", "10")
@@ -119,16 +121,23 @@ def _run(
 
 
 def commands(part: str, python: str = "python") -> list[str]:
-    """Two streams (one per core), seeds outer so every seed finishes early;
-    the methods alternate between the streams."""
+    """Two streams (one per core), alternating cell by cell. The comparison
+    that answers the question (HarmoDT-F in the release's regime against MTDT
+    and Sparse-static) runs first for every seed, then the other methods, so
+    a session cut short leaves the main comparison with the most seeds. A
+    cell that fails does not stop its stream (it is rerun by the next call)."""
     spec = PARTS[part]
-    streams: list[list[str]] = [[], []]
-    for size, steps in spec.points:
-        for seed in spec.seeds:
-            for k, method in enumerate(spec.methods):
-                run = _run(part, (method,), seed, size, steps, python)
-                streams[k % 2].append(run)
-    return [" && ".join(s) for s in streams if s]
+    first = [m for m in spec.methods if m in KEY_METHODS]
+    rest = [m for m in spec.methods if m not in KEY_METHODS]
+    cells = [
+        _run(part, (method,), seed, size, steps, python)
+        for size, steps in spec.points
+        for group in (first, rest)
+        for seed in spec.seeds
+        for method in group
+    ]
+    streams = [cells[0::2], cells[1::2]]
+    return ["; ".join(s) for s in streams if s]
 
 
 # ------------------------------------------------------------------- tables

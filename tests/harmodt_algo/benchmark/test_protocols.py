@@ -307,6 +307,7 @@ def test_the_paper_study_commands_are_valid() -> None:
     (batch 8) and cover each (method, seed, size, steps) of the part once."""
     import runpy
     import shlex
+    from itertools import zip_longest
 
     from harmodt_algo import HarmoDTConfig, benchmark
     from harmodt_algo.benchmark.methods import check_methods
@@ -316,7 +317,7 @@ def test_the_paper_study_commands_are_valid() -> None:
     for part, spec in study["PARTS"].items():
         seen: set[tuple[str, tuple[int, ...], int, str]] = set()
         for stream in study["commands"](part):
-            for line in stream.split(" && "):
+            for line in stream.split("; "):
                 args = benchmark.build_parser().parse_args(shlex.split(line)[3:])
                 (method,) = check_methods(args.methods)
                 overrides = benchmark.parse_overrides(args.set, [method])[method]
@@ -336,6 +337,13 @@ def test_the_paper_study_commands_are_valid() -> None:
             for m in spec.methods
         }
         assert seen == expected, part
+        # the answering comparison runs first: its cells precede every other
+        streams = [s.split("; ") for s in study["commands"](part)]
+        cells = [c for pair in zip_longest(*streams) for c in pair if c]
+        methods = [shlex.split(c)[shlex.split(c).index("--methods") + 1] for c in cells]
+        if len(spec.points) == 1:
+            first = [m in study["KEY_METHODS"] for m in methods]
+            assert first == sorted(first, reverse=True), part
 
 
 def test_the_paper_study_table_pairs_both_protocols(tmp_path: Path) -> None:
