@@ -226,14 +226,54 @@ def plot_trend(points: list[dict[str, Any]], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _task_table(cells: list[dict[str, Any]], methods: list[str]) -> list[str]:
+    """Protocol (a) per task: the mean over seeds of each task's success."""
+    tasks = sorted({t for c in cells for t in c["success"]})
+    lines = ["| task | " + " | ".join(METHOD_LABELS.get(m, m) for m in methods) + " |"]
+    lines.append("|---|" + "---:|" * len(methods))
+    for task in tasks:
+        row = []
+        for m in methods:
+            vals = [float(c["success"][task]) for c in cells if c["method"] == m]
+            row.append(f"{100 * sum(vals) / len(vals):.0f}")
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _cost(cells: list[dict[str, Any]]) -> str:
+    """CPU-hours of the cells (train + evaluation, one thread each) and the
+    commits they ran."""
+    hours = sum(float(c["train_time_s"]) + float(c["eval_time_s"]) for c in cells)
+    commits = sorted(
+        {str(c.get("versions", {}).get("harmodt_commit", "?")) for c in cells}
+    )
+    return (
+        f"{len(cells)} cells, {hours / 3600:.2f} CPU-hours (train + evaluation, "
+        f"one thread each, two at a time); commit {', '.join(commits)}"
+    )
+
+
 def tables(results: Path) -> str:
     out = ["# The paper's settings (issue 20): tables", ""]
+    out += [
+        "Written by `python examples/paper_study.py --table` from the cells under",
+        f"`{RESULTS}/`. (a) is Meta-World's protocol (the final checkpoint, 50",
+        "held-out goals per task), (b) the release's (the best of the evaluations",
+        "every 5,000 steps and at the end, 10 goals per task); Δ columns are",
+        "paired differences over seeds with 95 % t-intervals.",
+        "",
+    ]
     for part, spec in PARTS.items():
         for size, steps in spec.points:
-            rows = _rows(results / part / Path(_out(part, size, steps)).name)
+            folder = results / part / Path(_out(part, size, steps)).name
+            rows = _rows(folder)
             if rows:
+                cells = load_cells(folder)
                 out += [f"## {spec.dataset}, {size.name}, {steps:,} steps", ""]
+                out += [_cost(cells), ""]
                 out += _table(rows) + [""]
+                out += ["Per task, protocol (a), mean over seeds (%):", ""]
+                out += _task_table(cells, list(rows)) + [""]
     return "\n".join(out)
 
 

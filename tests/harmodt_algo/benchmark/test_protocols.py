@@ -364,6 +364,9 @@ def test_the_paper_study_table_pairs_both_protocols(tmp_path: Path) -> None:
     assert cols[1:4] == ["3", "63.3", "73.3"]  # (a) final, (b) best = final + 10
     assert cols[4].startswith("+10.0 [+10.0, +10.0]")  # b − a, every seed +10
     assert cols[5].startswith("+13.3 [") and cols[6].startswith("+13.3 [")
+    assert "6 cells, " in text and "CPU-hours" in text  # the cost line
+    per_task = text.split("Per task, protocol (a)")[1].splitlines()
+    assert per_task[2].startswith("| task | MTDT | HarmoDT-F (rel")
 
 
 def test_the_ablation_study_commands_and_tables(tmp_path: Path) -> None:
