@@ -97,7 +97,7 @@ def _probe_loss(algo: HarmoDT, batches: list[Any]) -> float:
         total = 0.0
         for t, batch in enumerate(batches):
             ids = torch.full((batch.actions.shape[0],), t, dtype=torch.long)
-            total += float(impl._per_sequence_loss(batch, impl._weights(ids)).mean())
+            total += float(impl.sequence_losses(batch, impl.task_weights(ids)).mean())
     net.train()
     return total / len(batches)
 

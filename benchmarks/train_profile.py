@@ -57,9 +57,9 @@ def profile(
         t1 = time.perf_counter()
         optim = impl.modules.optim
         optim.zero_grad()
-        weights = impl._weights(task_ids)
+        weights = impl.task_weights(task_ids)
         t2 = time.perf_counter()
-        per_seq = impl._per_sequence_loss(batch, weights)
+        per_seq = impl.sequence_losses(batch, weights)
         loss = per_seq.mean()
         t3 = time.perf_counter()
         loss.backward()

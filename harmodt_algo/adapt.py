@@ -274,9 +274,9 @@ def _tune(
             else None
         )
         optim.zero_grad()
-        loss = impl._per_sequence_loss(
+        loss = impl.sequence_losses(
             batch,
-            impl._weights(ids),
+            impl.task_weights(ids),
             synced=False,
             prompts=view,  # type: ignore[arg-type]
         ).mean()

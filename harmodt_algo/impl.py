@@ -167,7 +167,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
     def step(self) -> int:
         return int(self._modules.masks.step)
 
-    def _weights(
+    def task_weights(
         self, task_ids: torch.Tensor, layout: TaskLayout | None = None
     ) -> BatchWeights:
         """θ ⊙ M_t for a batch with tasks ``task_ids`` (B,).
@@ -177,7 +177,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         masks = self._modules.masks if self._settings.uses_masks else None
         return effective_weights(self._masked, masks, task_ids, layout)
 
-    def _forward(
+    def forward_tasks(
         self,
         observations: torch.Tensor,
         actions: torch.Tensor,
@@ -188,7 +188,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         synced: bool = True,
         prompts: PromptBank | None = None,
     ) -> torch.Tensor:
-        """Predicted actions (B, L, A); ``weights`` from ``_weights(task_ids)``.
+        """Predicted actions (B, L, A); ``weights`` from ``task_weights(task_ids)``.
 
         ``synced=False`` bypasses the DDP wrapper: for passes whose backward
         does not reach the parameters (the harmony gradients), which DDP would
@@ -211,7 +211,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         device_type = torch.device(self.device).type
         return torch.autocast(device_type, torch.bfloat16, enabled=self._bf16)
 
-    def _per_sequence_loss(
+    def sequence_losses(
         self,
         batch: TorchTrajectoryMiniBatch,
         weights: BatchWeights,
@@ -222,7 +222,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         dims, mean over all L positions, padding counted as zero)."""
         assert isinstance(batch.observations, torch.Tensor)
         with self._autocast():
-            pred = self._forward(
+            pred = self.forward_tasks(
                 batch.observations,
                 batch.actions,
                 batch.returns_to_go,
@@ -245,13 +245,13 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         assert isinstance(inpt.observations, torch.Tensor)
         task_ids = torch.full((1,), task_id, dtype=torch.long, device=self.device)
         with self._autocast():
-            action = self._forward(
+            action = self.forward_tasks(
                 inpt.observations,
                 inpt.actions,
                 inpt.returns_to_go,
                 inpt.timesteps,
                 inpt.masks,
-                self._weights(task_ids),
+                self.task_weights(task_ids),
                 synced=False,
             )  # (1, L, A)
         return action[0][-1].float()
@@ -284,7 +284,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
     ) -> dict[str, float]:
         optim = self._modules.optim
         optim.zero_grad()
-        weights = self._weights(task_ids, layout)
+        weights = self.task_weights(task_ids, layout)
         accumulate = self._settings.accumulates
         if accumulate:
             for name in self._masked:  # the effective weights' gradient, same backward
@@ -293,7 +293,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             per_seq = self._surgery_backward(batch, weights)
             loss = per_seq.mean()
         else:
-            per_seq = self._per_sequence_loss(batch, weights)
+            per_seq = self.sequence_losses(batch, weights)
             loss = per_seq.mean()
             loss.backward()
         if accumulate:
@@ -325,7 +325,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
         per-task gradients are all-reduced here instead, so every process
         combines the same global gradients.
         """
-        per_seq = self._per_sequence_loss(batch, weights, synced=False)  # (B,)
+        per_seq = self.sequence_losses(batch, weights, synced=False)  # (B,)
         params = [p for p in self._net.parameters() if p.requires_grad]
         num = weights.unique.numel()
         rows = []
@@ -412,7 +412,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
                 (batch.actions.shape[0],), t, dtype=torch.long, device=self.device
             )
             weights = effective_weights(self._masked, self._modules.masks, ids)
-            loss = self._per_sequence_loss(batch, weights, synced=False).mean()
+            loss = self.sequence_losses(batch, weights, synced=False).mean()
             targets = [
                 weights.tensors[n] if n in self._masked else self._covered[n]
                 for n in self._names

@@ -76,8 +76,8 @@ def harmodt_batch_actions(
     order = torch.argsort(task_ids, stable=True)  # (B,)
     with torch.no_grad():
         if weights is None:
-            weights = impl._weights(task_ids[order])
-        out = impl._forward(
+            weights = impl.task_weights(task_ids[order])
+        out = impl.forward_tasks(
             observations[order],
             actions[order],
             returns_to_go[order],

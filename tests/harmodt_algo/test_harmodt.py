@@ -114,7 +114,7 @@ def test_fit_minari_returns_algo_and_learns(tiny_recipe_dataset: Any) -> None:
             with torch.no_grad():
                 algo.impl._modules.transformer.eval()
                 total += float(
-                    algo.impl._per_sequence_loss(tb, algo.impl._weights(ids)).mean()
+                    algo.impl.sequence_losses(tb, algo.impl.task_weights(ids)).mean()
                 )
         return total
 

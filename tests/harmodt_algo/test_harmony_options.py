@@ -125,7 +125,7 @@ def test_accumulated_gradient_is_the_mean_of_the_step_gradients() -> None:
             weights = effective_weights(
                 impl._masked, impl._modules.masks, torch.full((n,), t)
             )
-            loss = impl._per_sequence_loss(sub, weights).mean()
+            loss = impl.sequence_losses(sub, weights).mean()
             grads = torch.autograd.grad(loss, [weights.tensors[n] for n in names])
             expected[t] += torch.cat([g.reshape(-1) for g in grads])
             counts[t] += 1

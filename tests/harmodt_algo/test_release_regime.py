@@ -144,9 +144,9 @@ def test_update_masks_do_not_change_what_a_task_runs() -> None:
     task = torch.zeros(2, dtype=torch.long)
     with torch.no_grad():
         impl._net.eval()
-        first = impl._per_sequence_loss(batch, impl._weights(task))
+        first = impl.sequence_losses(batch, impl.task_weights(task))
         impl._modules.masks.get("predict_action.weight")[0].zero_()
-        second = impl._per_sequence_loss(batch, impl._weights(task))
+        second = impl.sequence_losses(batch, impl.task_weights(task))
     torch.testing.assert_close(first, second)
 
 
