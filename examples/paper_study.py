@@ -257,7 +257,7 @@ def tables(results: Path) -> str:
     out = ["# The paper's settings (issue 20): tables", ""]
     out += [
         "Written by `python examples/paper_study.py --table` from the cells under",
-        f"`{RESULTS}/`. (a) is Meta-World's protocol (the final checkpoint, 50",
+        f"`{results}/`. (a) is Meta-World's protocol (the final checkpoint, 50",
         "held-out goals per task), (b) the release's (the best of the evaluations",
         "every 5,000 steps and at the end, 10 goals per task); Δ columns are",
         "paired differences over seeds with 95 % t-intervals.",
