@@ -51,7 +51,6 @@ import d3rlpy
 import minari
 import numpy as np
 import torch
-from d3rlpy.logging import NoopAdapterFactory
 from d3rlpy.metrics import evaluate_transformer_with_environment
 from metaworld.policies import ENV_POLICY_MAP
 from rich.console import Console
@@ -62,32 +61,12 @@ from harmodt_algo import HarmoDT, HarmoDTConfig
 from harmodt_algo.evaluation import (
     HarmoDTPolicy,
     MultiTaskEvaluator,
+    ScriptedExperts,
     _goal_selector,
 )
+from harmodt_algo.fit_loop import fit_quietly
 
 warnings.filterwarnings("ignore", message="Constant.*too high")
-
-
-class ExpertPolicy:
-    """The scripted experts as a MultiTaskPolicy (for the evaluator's loop)."""
-
-    def reset(
-        self, task_ids: np.ndarray, task_names: Sequence[str] | None = None
-    ) -> None:
-        assert task_names is not None
-        self._experts = [ENV_POLICY_MAP[task_names[i]]() for i in task_ids]  # type: ignore[abstract]
-
-    def act(
-        self,
-        observations: np.ndarray,
-        rewards: np.ndarray,
-        task_ids: np.ndarray,
-        active: np.ndarray,
-    ) -> np.ndarray:
-        out = np.zeros((len(self._experts), 4))
-        for i in np.flatnonzero(active):
-            out[i] = np.clip(self._experts[i].get_action(observations[i]), -1, 1)
-        return out
 
 
 class TimedPolicy:
@@ -199,12 +178,7 @@ def build_or_load(args: argparse.Namespace, console: Console) -> tuple[Any, Harm
             mask_interval=0,
         )
         start = time.perf_counter()
-        algo = HarmoDT(config).fit(
-            dataset,
-            n_steps=args.train_steps,
-            logger_adapter=NoopAdapterFactory(),
-            show_progress=False,
-        )
+        algo = fit_quietly(HarmoDT(config), dataset, args.train_steps)
         console.print(
             f"trained HarmoDT embed {args.embed}, {args.layers} layers, "
             f"{args.heads} heads, context {args.context} for {args.train_steps} "
@@ -271,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     targets = first.target_returns()
     for w, evaluator in evaluators.items():  # builds (and keeps) the envs
         start = time.perf_counter()
-        evaluator.evaluate(ExpertPolicy())
+        evaluator.evaluate(ScriptedExperts())
         console.print(
             f"workers={w}: env build + first expert run "
             f"{time.perf_counter() - start:.2f} s"
@@ -292,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         runs.setdefault("a1", []).append(seconds)
         if 0 in evaluators:
             start = time.perf_counter()
-            a2 = evaluators[0].evaluate(ExpertPolicy())
+            a2 = evaluators[0].evaluate(ScriptedExperts())
             runs.setdefault("a2", []).append(time.perf_counter() - start)
             assert a2.env_steps == env_steps, (a2.env_steps, env_steps)
         variants = [(w, False) for w in workers]

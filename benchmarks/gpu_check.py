@@ -32,13 +32,13 @@ import harmodt_algo  # noqa: F401  (before d3rlpy)
 # isort: split
 import minari
 import torch
-from d3rlpy.logging import NoopAdapterFactory
 from rich.console import Console
 from rich.table import Table
 
 from harmodt_algo import HarmoDT, HarmoDTConfig, MultiTaskDataset, as_multitask_dataset
 from harmodt_algo._quiet import d3rlpy_warnings_only
 from harmodt_algo.evaluation import MultiTaskEvaluator
+from harmodt_algo.fit_loop import fit_quietly
 from harmodt_algo.options import parse_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,13 +144,7 @@ def short_run(dataset_id: str, device: str | bool, dry: bool) -> tuple[float, fl
         mask_interval=5 if dry else 500,
     )
     start = time.perf_counter()
-    algo.fit(
-        data,
-        n_steps=steps,
-        n_steps_per_epoch=steps,
-        logger_adapter=NoopAdapterFactory(),
-        show_progress=False,
-    )
+    fit_quietly(algo, data, steps)
     rate = steps / (time.perf_counter() - start)
     with MultiTaskEvaluator(
         dataset, n_episodes=1 if dry else 5, max_steps=20 if dry else None

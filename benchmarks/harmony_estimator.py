@@ -51,12 +51,12 @@ import d3rlpy
 import minari
 import numpy as np
 import torch
-from d3rlpy.logging import NoopAdapterFactory
 
 from harmodt_algo import HarmoDT
 from harmodt_algo import masks as mask_ops
 from harmodt_algo._quiet import d3rlpy_warnings_only
 from harmodt_algo.data import MultiTaskDataset, as_multitask_dataset
+from harmodt_algo.fit_loop import fit_quietly
 from harmodt_algo.reproducibility import (
     batch_gradients,
     chance_jaccard,
@@ -70,13 +70,7 @@ K = 100
 
 
 def _fit(algo: HarmoDT, data: MultiTaskDataset, steps: int) -> None:
-    algo.fit(
-        data,
-        n_steps=steps,
-        n_steps_per_epoch=steps,
-        logger_adapter=NoopAdapterFactory(),
-        show_progress=False,
-    )
+    fit_quietly(algo, data, steps)
 
 
 def _copy(path: Path, seed: int = 0, **options: Any) -> HarmoDT:
@@ -91,7 +85,7 @@ def _copy(path: Path, seed: int = 0, **options: Any) -> HarmoDT:
 def _probe_loss(algo: HarmoDT, batches: list[Any]) -> float:
     impl = algo.impl
     assert impl is not None
-    net = impl._modules.transformer
+    net = impl.modules.transformer
     net.eval()
     with torch.no_grad():
         total = 0.0
@@ -109,7 +103,7 @@ def _loss_change(
     same size per task."""
     impl = algo.impl
     assert impl is not None
-    masks = impl._modules.masks
+    masks = impl.modules.masks
     old = impl.flat_masks().clone()
     base = _probe_loss(algo, batches)
     shapes = {n: tuple(impl._masked[n].shape) for n in impl.masked_names}

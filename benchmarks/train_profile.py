@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from train_throughput import make_episodes, sized_config
+from train_throughput import add_size_arguments, make_episodes, sized_config
 
 from harmodt_algo import HarmoDT, MultiTaskDataset
 from harmodt_algo.fit_loop import step_seed, task_schedule_ids
@@ -65,12 +65,12 @@ def profile(
         loss.backward()
         t4 = time.perf_counter()
         if cfg.uses_masks and isinstance(optim, MaskedOptimizerWrapper):
-            union = impl._modules.masks.union(weights.unique)
+            union = impl.modules.masks.union(weights.unique)
             optim.set_trainable_entries(
                 {impl._covered[n]: union[n] for n in impl.masked_names}
             )
         optim.step()
-        impl._modules.masks.step += 1
+        impl.modules.masks.step += 1
         t5 = time.perf_counter()
         float(loss.detach())
         per_task = torch.zeros(impl.num_tasks).index_add_(0, task_ids, per_seq.detach())
@@ -89,12 +89,7 @@ def profile(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10)
-    parser.add_argument("--episodes-per-task", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--context", type=int, default=20)
-    parser.add_argument("--embed", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--heads", type=int, default=4)
+    add_size_arguments(parser)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument(

@@ -22,12 +22,7 @@ Why this design (each point is a requirement, see ``docs/recipes.md``):
 
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing as mp
 import shlex
-import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -44,7 +39,6 @@ from .envs import (
     GOALS_PER_MAKE_SEED,
     MAX_EPISODE_STEPS,
     MAX_EPISODES_PER_TASK,
-    check_seed,
     env_metadata,
 )
 from .errors import BuildInterrupted, RecipeError
@@ -53,18 +47,25 @@ from .ids import (
     dataset_id,
 )
 from .minari_store import (
-    STAGING_DIRNAME,
     MinariWrite,
+    Staging,
     build_lock,
-    check_writable,
     datasets_root,
-    exists_message,
-    publish,
-    write_minari,
+    params_digest,
+    recipe_metadata,
 )
 from .qualities import QUALITY_NAMES, Quality, get_quality
-from .rollout import REF_EPISODES, WorkDone, WorkItem, run_work_item
-from .suites import resolve_tasks, suite_of
+from .rollout import (
+    REF_EPISODES,
+    WorkDone,
+    WorkItem,
+    read_refs,
+    refs_file,
+    run_work_item,
+)
+from .running import SuitePlan, mp_context, positive_int
+from .running import progress_bar as progress_bar
+from .suites import task_args
 
 #: Bump when a change to the recipe changes the generated arrays.
 RECIPE_VERSION = 1
@@ -80,14 +81,9 @@ DEFAULT_CODE_PERMALINK = "https://github.com/harmodt/harmodt/tree/main/dataset_r
 
 
 @dataclass(frozen=True)
-class _Plan:
-    tasks: tuple[str, ...]
-    suite: str | None
+class _Plan(SuitePlan):
     quality: Quality
-    seed: int
     episodes_per_task: int
-    max_episode_steps: int
-    chunk_episodes: int
 
     def params(self) -> dict[str, Any]:
         return {
@@ -100,10 +96,6 @@ class _Plan:
             "chunk_episodes": self.chunk_episodes,
         }
 
-    def digest(self) -> str:
-        blob = json.dumps(self.params(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
-
     def items(self, folder: Path, refs_folder: Path | None) -> list[WorkItem]:
         """Work items: per task, its reference rollouts then its episode chunks.
 
@@ -114,7 +106,7 @@ class _Plan:
         out = []
         for task in self.tasks:
             if refs_folder is not None:
-                name = f"{task}-seed{self.seed}-steps{self.max_episode_steps}.npz"
+                refs = refs_file(refs_folder, task, self.seed, self.max_episode_steps)
                 out.append(
                     WorkItem(
                         "refs",
@@ -124,7 +116,7 @@ class _Plan:
                         self.seed,
                         self.quality.name,
                         self.max_episode_steps,
-                        str(refs_folder / name),
+                        str(refs),
                     )
                 )
             for first in range(0, self.episodes_per_task, self.chunk_episodes):
@@ -144,14 +136,6 @@ class _Plan:
         return out
 
 
-def _positive_int(name: str, value: Any, upper: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise RecipeError(f"{name} must be an integer in [1, {upper}], got {value!r}")
-    if not 1 <= int(value) <= upper:
-        raise RecipeError(f"{name} must be in [1, {upper}], got {value}")
-    return int(value)
-
-
 def _make_plan(
     suite: str | None,
     tasks: str | Sequence[str] | None,
@@ -162,55 +146,21 @@ def _make_plan(
     chunk_episodes: int,
 ) -> _Plan:
     q = get_quality(quality)
-    resolved = resolve_tasks(suite, tasks)
-    episodes = _positive_int(
+    common = SuitePlan.checked(
+        suite, tasks, seed, max_episode_steps, chunk_episodes, GOALS_PER_MAKE_SEED
+    )
+    episodes = positive_int(
         "episodes per task", episodes_per_task, MAX_EPISODES_PER_TASK
     )
-    steps = _positive_int("max episode steps", max_episode_steps, MAX_EPISODE_STEPS)
-    chunk = _positive_int("chunk episodes", chunk_episodes, GOALS_PER_MAKE_SEED)
-    if GOALS_PER_MAKE_SEED % chunk:
+    if GOALS_PER_MAKE_SEED % common["chunk_episodes"]:
         divisors = [d for d in range(1, 51) if GOALS_PER_MAKE_SEED % d == 0]
         raise RecipeError(
             f"chunk episodes must divide {GOALS_PER_MAKE_SEED}: one of {divisors}"
         )
-    canonical = suite_of(resolved) or ("MT1" if len(resolved) == 1 else None)
-    return _Plan(resolved, canonical, q, check_seed(seed), episodes, steps, chunk)
+    return _Plan(**common, quality=q, episodes_per_task=episodes)
 
 
 # ----------------------------------------------------------------- execution
-
-
-def progress_bar(description: str, field: str, stream: TextIO | None) -> Any:
-    """A rich progress display of the recipes' builds: the task description,
-    the bar, done/total, one text field, elapsed and remaining time."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn(description),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(f"{{task.fields[{field}]}}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(file=stream or sys.stderr),
-    )
-
-
-def _mp_context() -> Any:
-    methods = mp.get_all_start_methods()
-    if "forkserver" in methods:
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["dataset_recipes.rollout"])
-        return ctx
-    return mp.get_context("spawn")
 
 
 class _Progress:
@@ -305,7 +255,7 @@ def _execute(
                     generated += 1
                     bar.done(it, generated=True)
             else:
-                ctx = _mp_context()
+                ctx = mp_context()
                 n = min(workers, len(pending))
                 from .rollout import init_worker
 
@@ -337,20 +287,15 @@ def _load_stats(
         t: {"returns": [], "solved": [], "last": [], "degraded": []} for t in plan.tasks
     }
     for it in items:
+        if it.kind == "refs":
+            refs[it.task] = read_refs(it.path)
+            continue
         with np.load(it.path) as z:
-            if it.kind == "refs":
-                refs[it.task] = {
-                    "ref_min_score": float(z["random_returns"].mean()),
-                    "ref_max_score": float(z["expert_returns"].mean()),
-                    "expert_success_rate": float(z["expert_success"].mean()),
-                    "episodes": int(len(z["random_returns"])),
-                }
-            else:
-                acc = per_task[it.task]
-                acc["returns"].append(z["returns"])
-                acc["solved"].append(z["solved"])
-                acc["last"].append(z["last_success"])
-                acc["degraded"].append(z["degraded"])
+            acc = per_task[it.task]
+            acc["returns"].append(z["returns"])
+            acc["solved"].append(z["solved"])
+            acc["last"].append(z["last_success"])
+            acc["degraded"].append(z["degraded"])
     stats = []
     for task_id, task in enumerate(plan.tasks):
         acc = per_task[task]
@@ -377,18 +322,10 @@ def _load_stats(
 
 
 def _default_command(plan: _Plan, dataset: str, default_id: str) -> str:
-    parts = ["harmodt-recipes", "metaworld"]
-    if plan.suite is not None and plan.suite != "MT1":
-        parts += ["--suite", plan.suite]
-    else:
-        parts += ["--tasks", ",".join(plan.tasks)]
+    parts = ["harmodt-recipes", "metaworld", *task_args(plan.suite, plan.tasks)]
     parts += ["--quality", plan.quality.name]
-    parts += [
-        "--episodes-per-task",
-        str(plan.episodes_per_task),
-        "--seed",
-        str(plan.seed),
-    ]
+    parts += ["--episodes-per-task", str(plan.episodes_per_task)]
+    parts += ["--seed", str(plan.seed)]
     if plan.max_episode_steps != MAX_EPISODE_STEPS:
         parts += ["--max-episode-steps", str(plan.max_episode_steps)]
     if dataset != default_id:
@@ -396,19 +333,15 @@ def _default_command(plan: _Plan, dataset: str, default_id: str) -> str:
     return shlex.join(parts)
 
 
-def _write_minari(
-    assemble_root: Path,
-    dataset: str,
+def _minari_write(
     plan: _Plan,
+    target: str,
     items: Sequence[WorkItem],
     stats: Sequence[TaskStats],
     refs: dict[str, dict[str, float]],
-    card: str,
-    env_meta: dict[str, Any],
-    author: str,
-    code_permalink: str,
-    command: str,
-) -> Path:
+    about: _Description,
+) -> MinariWrite:
+    """What dataset ``target`` is written from: every episode chunk, in order."""
     chunks = {
         task: [
             (it.path, it.count)
@@ -417,30 +350,24 @@ def _write_minari(
         ]
         for task in plan.tasks
     }
-    spec = MinariWrite(
-        dataset=dataset,
-        tasks=plan.tasks,
-        seed=plan.seed,
-        max_episode_steps=plan.max_episode_steps,
+    return MinariWrite(
+        dataset=target,
+        plan=plan,
         chunks=chunks,
         refs=refs,
-        card=card,
-        env_meta=env_meta,
+        card=about.card,
+        env_meta=about.env_meta,
         algorithm_name=ALGORITHM_NAME,
-        author=author,
-        code_permalink=code_permalink,
-        metadata={
-            schema.METADATA_STATS: {s.task: s.to_json() for s in stats},
-            schema.METADATA_RECIPE: {
-                **plan.params(),
-                "suite": plan.suite,
-                "package_version": __version__,
-                "command": command,
-                "success_band": plan.quality.success_band,
-            },
-        },
+        author=about.author,
+        code_permalink=about.code_permalink,
+        metadata=recipe_metadata(
+            stats,
+            plan.params(),
+            suite=plan.suite,
+            command=about.command,
+            success_band=plan.quality.success_band,
+        ),
     )
-    return write_minari(assemble_root, spec)
 
 
 # ---------------------------------------------------------------------- API
@@ -519,13 +446,15 @@ def build_metaworld_dataset(
         max_episode_steps,
         chunk_episodes,
     )
-    n_workers = _positive_int("workers", workers, 1024)
+    n_workers = positive_int("workers", workers, 1024)
     default_id = _default_id(plan)
     target = check_dataset_id(dataset_id) if dataset_id is not None else default_id
-    root = _writable_root(target, overwrite)
-    staging = _Staging.of(root, target, plan)
+    params = plan.params()
+    slug = target.replace("/", "__")
+    staging = Staging.open([target], slug, params_digest(params), overwrite)
     with build_lock(staging.lock, target):
-        items = staging.prepare(plan)
+        staging.prepare(params, drop_others=True)
+        items = plan.items(staging.folder, staging.parent / f"refs-v{RECIPE_VERSION}")
         generated, reused = _execute(
             plan, items, n_workers, progress, stop_after_chunks, progress_stream
         )
@@ -533,8 +462,8 @@ def build_metaworld_dataset(
         about = _describe(
             plan, target, default_id, stats, author, code_permalink, command
         )
-        built = _assemble(staging.folder, target, plan, items, stats, refs, about)
-        path = publish(built, root, target, staging.folder, overwrite)
+        built = staging.assemble(_minari_write(plan, target, items, stats, refs, about))
+        path = staging.publish(built, target, overwrite)
         staging.remove()
     return _build_result(
         plan, target, path, stats, about.card, generated, reused, start
@@ -542,54 +471,6 @@ def build_metaworld_dataset(
 
 
 # ------------------------------------------------------------ build phases
-
-
-def _writable_root(target: str, overwrite: bool) -> Path:
-    """The Minari root, checked before any work starts: writable, and without
-    a dataset ``target`` unless it may be overwritten."""
-    root = datasets_root()
-    check_writable(root)
-    final = root / target
-    if final.exists() and not overwrite:
-        raise RecipeError(exists_message(target, final))
-    return root
-
-
-@dataclass(frozen=True)
-class _Staging:
-    """One build's hidden work area under ``<root>/.staging``. Its folder is
-    named by the digest of the parameters, so a re-run with the same
-    parameters finds (and resumes from) its staged chunks."""
-
-    parent: Path  # <root>/.staging, which also holds the shared reference rollouts
-    slug: str  # the dataset id as one path component
-    folder: Path  # <parent>/<slug>-<digest>
-
-    @classmethod
-    def of(cls, root: Path, target: str, plan: _Plan) -> _Staging:
-        slug = target.replace("/", "__")
-        parent = root / STAGING_DIRNAME
-        return cls(parent, slug, parent / f"{slug}-{plan.digest()}")
-
-    @property
-    def lock(self) -> Path:
-        """Held for the whole build: one build per dataset id at a time."""
-        return self.parent / f"{self.slug}.lock"
-
-    def prepare(self, plan: _Plan) -> list[WorkItem]:
-        """Drop staged work of other parameters, record these parameters, and
-        list the work items (chunks in the folder, reference rollouts shared)."""
-        for other in self.parent.glob(f"{self.slug}-*"):
-            if other.is_dir() and other != self.folder:
-                shutil.rmtree(other, ignore_errors=True)  # different parameters
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "recipe.json").write_text(json.dumps(plan.params(), indent=1))
-        return plan.items(self.folder, self.parent / f"refs-v{RECIPE_VERSION}")
-
-    def remove(self) -> None:
-        """After publishing: nothing is left to resume."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.lock.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -634,34 +515,6 @@ def _describe(
         recipe_version=RECIPE_VERSION,
     )
     return _Description(card, env_meta, cmd, author, code_permalink)
-
-
-def _assemble(
-    staging: Path,
-    target: str,
-    plan: _Plan,
-    items: Sequence[WorkItem],
-    stats: Sequence[TaskStats],
-    refs: dict[str, dict[str, float]],
-    about: _Description,
-) -> Path:
-    """Write the Minari dataset into ``<staging>/assemble``, cleared first (a
-    killed run may have left half a dataset there); returns its folder."""
-    assemble_root = staging / "assemble"
-    shutil.rmtree(assemble_root, ignore_errors=True)
-    return _write_minari(
-        assemble_root,
-        target,
-        plan,
-        items,
-        stats,
-        refs,
-        about.card,
-        about.env_meta,
-        about.author,
-        about.code_permalink,
-        about.command,
-    )
 
 
 def _build_result(
@@ -721,7 +574,7 @@ def measure_quality(
         max_episode_steps,
         DEFAULT_CHUNK_EPISODES,
     )
-    n_workers = _positive_int("workers", workers, 1024)
+    n_workers = positive_int("workers", workers, 1024)
     with tempfile.TemporaryDirectory(prefix="recipe-calibrate-") as tmp:
         items = plan.items(Path(tmp), Path(tmp) / "refs" if with_refs else None)
         _execute(plan, items, n_workers, progress, None)

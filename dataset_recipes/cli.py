@@ -33,6 +33,7 @@ from .commandline import (
     OneLineParser,
     Terminated,
     run_command,
+    say,
 )
 from .errors import BuildInterrupted, RecipeError
 from .qualities import QUALITIES, QUALITY_NAMES, REPLAY_QUALITY
@@ -140,6 +141,25 @@ def _episodes(args: argparse.Namespace) -> int:
     return int(args.episodes_per_task)
 
 
+def _build_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``metaworld`` options every kind of build takes, as keywords."""
+    options: dict[str, Any] = {
+        "suite": args.suite,
+        "tasks": args.tasks,
+        "seed": args.seed,
+        "workers": args.workers,
+        "overwrite": args.overwrite,
+        "max_episode_steps": args.max_episode_steps,
+        "chunk_episodes": args.chunk_episodes,
+        "progress": not args.no_progress,
+    }
+    if args.author:
+        options["author"] = args.author
+    if args.code_permalink:
+        options["code_permalink"] = args.code_permalink
+    return options
+
+
 def _cmd_replay(args: argparse.Namespace, out: Console) -> int:
     from .replay import SACSettings
     from .replay_build import DEFAULT_ENV_STEPS_PER_TASK, build_replay_datasets
@@ -154,24 +174,12 @@ def _cmd_replay(args: argparse.Namespace, out: Console) -> int:
             )
     if args.stop_after_chunks is not None:
         raise RecipeError("--stop-after-chunks does not apply to --quality replay")
-    kwargs: dict[str, Any] = {}
-    if args.author:
-        kwargs["author"] = args.author
-    if args.code_permalink:
-        kwargs["code_permalink"] = args.code_permalink
+    kwargs = _build_options(args)
     if args.sac is not None:
         kwargs["sac"] = SACSettings.from_json(args.sac)
     steps = args.env_steps_per_task
     result = build_replay_datasets(
-        suite=args.suite,
-        tasks=args.tasks,
         env_steps_per_task=DEFAULT_ENV_STEPS_PER_TASK if steps is None else steps,
-        seed=args.seed,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        max_episode_steps=args.max_episode_steps,
-        chunk_episodes=args.chunk_episodes,
-        progress=not args.no_progress,
         **kwargs,
     )
     from .card import print_card
@@ -179,12 +187,11 @@ def _cmd_replay(args: argparse.Namespace, out: Console) -> int:
     for ds in result.datasets:
         out.print(Markdown(f"# {ds.dataset_id}"))
         print_card(out, ds.card, list(ds.stats), None)
-        out.print(f"path: {ds.path}", highlight=False, soft_wrap=True)
-    out.print(
+        say(out, f"path: {ds.path}")
+    say(
+        out,
         f"{len(result.tasks)} learner(s), {result.env_steps_per_task:,} env steps "
         f"each: {result.cpu_seconds / 3600:.2f} CPU-hours, {result.seconds:.1f} s",
-        highlight=False,
-        soft_wrap=True,
     )
     return 0
 
@@ -194,39 +201,24 @@ def _cmd_metaworld(args: argparse.Namespace, out: Console) -> int:
 
     if args.quality == REPLAY_QUALITY:
         return _cmd_replay(args, out)
-    episodes = _episodes(args)
-    kwargs = {}
-    if args.author:
-        kwargs["author"] = args.author
-    if args.code_permalink:
-        kwargs["code_permalink"] = args.code_permalink
     result = builder.build_metaworld_dataset(
-        suite=args.suite,
-        tasks=args.tasks,
         quality=args.quality,
-        episodes_per_task=episodes,
-        seed=args.seed,
-        workers=args.workers,
+        episodes_per_task=_episodes(args),
         dataset_id=args.dataset_id,
-        overwrite=args.overwrite,
-        max_episode_steps=args.max_episode_steps,
-        chunk_episodes=args.chunk_episodes,
-        progress=not args.no_progress,
         stop_after_chunks=args.stop_after_chunks,
         command=None,
-        **kwargs,
+        **_build_options(args),
     )
     from .card import print_card
 
     print_card(out, result.card, list(result.stats), result.success_band)
-    out.print(f"dataset id: {result.dataset_id}", highlight=False, soft_wrap=True)
-    out.print(f"path: {result.path}", highlight=False, soft_wrap=True)
-    out.print(
+    say(out, f"dataset id: {result.dataset_id}")
+    say(out, f"path: {result.path}")
+    say(
+        out,
         f"{result.transitions:,} transitions in {result.seconds:.1f} s "
         f"({result.generated_chunks} chunks generated, {result.reused_chunks} "
         "reused from staging)",
-        highlight=False,
-        soft_wrap=True,
     )
     return 0
 
@@ -259,8 +251,8 @@ def _cmd_show(args: argparse.Namespace, out: Console) -> int:
         stats_of(meta),
         tuple(band) if band else None,
     )
-    out.print(f"dataset id: {args.dataset_id}", highlight=False, soft_wrap=True)
-    out.print(f"path: {ds.storage.data_path.parent}", highlight=False, soft_wrap=True)
+    say(out, f"dataset id: {args.dataset_id}")
+    say(out, f"path: {ds.storage.data_path.parent}")
     return 0
 
 

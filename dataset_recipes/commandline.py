@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 __all__ = [
     "EXIT_FAILED",
@@ -27,6 +27,7 @@ __all__ = [
     "OneLineParser",
     "Terminated",
     "one_line",
+    "say",
     "run_command",
     "sigterm_as_interrupt",
 ]
@@ -98,3 +99,11 @@ def run_command(
         except KeyboardInterrupt:
             print(f"{prog}: interrupted{resume_hint}", file=sys.stderr)
             return EXIT_INTERRUPTED
+
+
+def say(out: Any, *lines: str) -> None:
+    """Print ``lines`` to a rich ``Console`` as plain text: no highlighting
+    (paths and numbers stay uncoloured) and no wrapping (a long path stays
+    one line a user can copy)."""
+    for line in lines:
+        out.print(line, highlight=False, soft_wrap=True)

@@ -9,18 +9,19 @@ private root, and the one ``os.rename`` that publishes it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from . import schema
 from .envs import (
@@ -31,16 +32,21 @@ from .envs import (
     train_make_seeds,
 )
 from .errors import RecipeError
+from .locks import Busy, exclusive
 from .rollout import REF_EPISODES
+from .running import SuitePlan
 
 __all__ = [
     "STAGING_DIRNAME",
     "MinariWrite",
+    "Staging",
     "build_lock",
     "check_writable",
     "datasets_root",
     "exists_message",
+    "params_digest",
     "publish",
+    "recipe_metadata",
     "write_minari",
 ]
 
@@ -87,17 +93,14 @@ def minari_root(path: Path) -> Iterator[None]:
 def build_lock(path: Path, dataset: str) -> Iterator[None]:
     """One build of ``dataset`` at a time (an OS lock, released if the
     holder dies), or :class:`RecipeError` at once."""
-    lock = FileLock(path, is_singleton=False)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RecipeError(
-            f"another build of {dataset} is running (lock {path})"
-        ) from None
-    try:
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(exclusive(path, f"the build of {dataset}"))
+        except Busy:
+            raise RecipeError(
+                f"another build of {dataset} is running (lock {path})"
+            ) from None
         yield
-    finally:
-        lock.release()
 
 
 def requirements() -> list[str]:
@@ -171,9 +174,7 @@ class MinariWrite:
     (with how many of their episodes to take), and what it says about itself."""
 
     dataset: str
-    tasks: tuple[str, ...]
-    seed: int
-    max_episode_steps: int
+    plan: SuitePlan  # its tasks, seed and episode length
     chunks: dict[str, list[tuple[str, int]]]  # task -> [(chunk path, episodes)]
     refs: dict[str, dict[str, float]]
     card: str
@@ -189,7 +190,7 @@ def write_minari(assemble_root: Path, spec: MinariWrite) -> Path:
     folder (published later with one rename)."""
     import minari
 
-    tasks = spec.tasks
+    tasks = spec.plan.tasks
     ref_min = float(np.mean([spec.refs[t]["ref_min_score"] for t in tasks]))
     ref_max = float(np.mean([spec.refs[t]["ref_max_score"] for t in tasks]))
     train_spec = eval_spec = None
@@ -197,7 +198,9 @@ def write_minari(assemble_root: Path, spec: MinariWrite) -> Path:
         task = tasks[0]
         train_spec = env_spec_from_dict(
             env_spec_dict(
-                task, train_make_seeds(spec.seed, 1)[0], spec.max_episode_steps
+                task,
+                train_make_seeds(spec.plan.seed, 1)[0],
+                spec.plan.max_episode_steps,
             )
         )
         eval_spec = env_spec_from_dict(spec.env_meta["tasks"][task])
@@ -267,3 +270,101 @@ def exists_message(dataset: str, path: Path) -> str:
         f"dataset {dataset} already exists at {path}; pass --overwrite "
         "(overwrite=True) to replace it"
     )
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """A short digest of a build's parameters: names its staging folder, so a
+    re-run with the same parameters finds its staged work."""
+    blob = json.dumps(params, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def recipe_metadata(
+    stats: Sequence[Any],
+    params: dict[str, Any],
+    *,
+    suite: str | None,
+    command: str,
+    success_band: tuple[float, float] | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The recipe's own metadata entries: per-task stats (``TaskStats``) and
+    how the dataset was built (its parameters, ``extra``, the suite, this
+    package's version, the command that rebuilds it)."""
+    from . import __version__
+
+    return {
+        schema.METADATA_STATS: {s.task: s.to_json() for s in stats},
+        schema.METADATA_RECIPE: {
+            **params,
+            **extra,
+            "suite": suite,
+            "package_version": __version__,
+            "command": command,
+            "success_band": success_band,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Staging:
+    """One build's hidden work area, ``<root>/.staging/<slug>-<digest>``.
+
+    A build checks its targets before any work (:meth:`open`), holds
+    :attr:`lock` throughout, stages its work in :attr:`folder` (named by the
+    parameters' digest, so a re-run resumes), writes each dataset under
+    ``folder/assemble`` and publishes it with one rename (:meth:`publish`).
+    """
+
+    root: Path  # the Minari store
+    slug: str  # what is being built, as one path component
+    folder: Path  # <root>/.staging/<slug>-<digest>
+
+    @classmethod
+    def open(
+        cls, targets: Sequence[str], slug: str, digest: str, overwrite: bool
+    ) -> Staging:
+        """The staging area of a build of ``targets``, checked first: the store
+        is writable and holds none of them unless they may be overwritten."""
+        root = datasets_root()
+        check_writable(root)
+        for target in targets:
+            if (root / target).exists() and not overwrite:
+                raise RecipeError(exists_message(target, root / target))
+        return cls(root, slug, root / STAGING_DIRNAME / f"{slug}-{digest}")
+
+    @property
+    def parent(self) -> Path:
+        """``<root>/.staging``: every build's area, and shared reference rollouts."""
+        return self.folder.parent
+
+    @property
+    def lock(self) -> Path:
+        """Held for the whole build: one build of these datasets at a time."""
+        return self.parent / f"{self.slug}.lock"
+
+    def prepare(self, params: dict[str, Any], *, drop_others: bool) -> None:
+        """Create the folder and record ``params`` in it; ``drop_others``
+        removes staged work of the same datasets under other parameters."""
+        if drop_others:
+            for other in self.parent.glob(f"{self.slug}-*"):
+                if other.is_dir() and other != self.folder:
+                    shutil.rmtree(other, ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "recipe.json").write_text(json.dumps(params, indent=1))
+
+    def assemble(self, spec: MinariWrite, part: str = "") -> Path:
+        """Write ``spec`` under ``folder/assemble[/part]``, cleared first (a
+        killed run may have left half a dataset there); returns its folder."""
+        where = self.folder / "assemble" / part if part else self.folder / "assemble"
+        shutil.rmtree(where, ignore_errors=True)
+        return write_minari(where, spec)
+
+    def publish(self, built: Path, target: str, overwrite: bool) -> Path:
+        """Move an assembled dataset to its id (one rename)."""
+        return publish(built, self.root, target, self.folder, overwrite)
+
+    def remove(self) -> None:
+        """After publishing: nothing is left to resume."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.lock.unlink(missing_ok=True)

@@ -101,52 +101,25 @@ class Quality:
         return " ".join(parts)
 
 
+#: The four levels, one row each: name; degraded fraction; noise std range;
+#: detour probability, length range; takeover step range; success band.
+_LEVELS = (
+    ("expert", 0.0, (0.0, 0.05), 0.0, (0, 0), (0, 0), (0.90, 1.00)),
+    ("near-optimal", 0.10, (0.05, 0.30), 0.25, (10, 40), (0, 20), (0.75, 0.95)),
+    ("sub-optimal", 0.55, (0.10, 0.50), 0.50, (20, 80), (0, 20), (0.25, 0.60)),
+    ("random", 1.0, (0.0, 0.0), 0.0, (0, 0), (0, 0), None),
+)
+_SUMMARIES = {
+    "expert": "the scripted expert with light action noise.",
+    "near-optimal": "mostly the noisy scripted expert, about 1 episode in 10 a "
+    "failed attempt.",
+    "sub-optimal": "a noisier expert with random detours, more than half of the "
+    "episodes failed attempts.",
+    "random": "uniform random actions in [-1, 1] (the Minari ref_min policy).",
+}
 QUALITIES: dict[str, Quality] = {
-    q.name: q
-    for q in (
-        Quality(
-            name="expert",
-            summary="the scripted expert with light action noise.",
-            degraded_fraction=0.0,
-            noise_std=(0.0, 0.05),
-            segment_probability=0.0,
-            segment_length=(0, 0),
-            takeover_step=(0, 0),
-            success_band=(0.90, 1.00),
-        ),
-        Quality(
-            name="near-optimal",
-            summary="mostly the noisy scripted expert, about 1 episode in 10 a "
-            "failed attempt.",
-            degraded_fraction=0.10,
-            noise_std=(0.05, 0.30),
-            segment_probability=0.25,
-            segment_length=(10, 40),
-            takeover_step=(0, 20),
-            success_band=(0.75, 0.95),
-        ),
-        Quality(
-            name="sub-optimal",
-            summary="a noisier expert with random detours, more than half of the "
-            "episodes failed attempts.",
-            degraded_fraction=0.55,
-            noise_std=(0.10, 0.50),
-            segment_probability=0.50,
-            segment_length=(20, 80),
-            takeover_step=(0, 20),
-            success_band=(0.25, 0.60),
-        ),
-        Quality(
-            name="random",
-            summary="uniform random actions in [-1, 1] (the Minari ref_min policy).",
-            degraded_fraction=1.0,
-            noise_std=(0.0, 0.0),
-            segment_probability=0.0,
-            segment_length=(0, 0),
-            takeover_step=(0, 0),
-            success_band=None,
-        ),
-    )
+    name: Quality(name, _SUMMARIES[name], *row)  # type: ignore[arg-type]
+    for name, *row in _LEVELS
 }
 
 QUALITY_NAMES: tuple[str, ...] = tuple(QUALITIES)

@@ -45,6 +45,7 @@ from .envs import GoalEnvCache, eval_make_seed, stable_key, train_goal
 from .errors import RecipeError
 from .rollout import (
     REF_EPISODES,
+    EpisodeRecorder,
     EpisodeResult,
     WorkItem,
     _atomic_savez,
@@ -370,23 +371,16 @@ def _episode(
     env = _get_env(cache, job.task, make_seed, goal)
     warmup = episode_rng(job.seed, job.task, REPLAY_STREAM, index)
     random_actions = warmup.uniform(-1.0, 1.0, (steps, 4)).astype(np.float32)
-    obs = np.empty((steps + 1, 39), dtype=np.float32)
-    actions = np.empty((steps, 4), dtype=np.float32)
-    rewards = np.empty(steps, dtype=np.float64)
-    success = np.zeros(steps + 1, dtype=np.float32)
-    o, _ = env.reset()
-    obs[0] = o
+    rec = EpisodeRecorder(env, steps, np.float32)
+    obs, actions = rec.obs, rec.actions
     for t in range(steps):
         step = index * steps + t  # env steps the learner took before this one
         if step < settings.random_steps:
-            actions[t] = random_actions[t]
+            action = random_actions[t]
         else:
-            actions[t] = np.clip(learner.sac.sample_action(obs[t : t + 1])[0], -1, 1)
-        o, r, _, _, info = env.step(actions[t])
-        obs[t + 1] = o
-        rewards[t] = float(r)
-        success[t + 1] = float(info.get("success", 0.0))
-        learner.buffer.append(obs[t], actions[t], float(r))
+            action = np.clip(learner.sac.sample_action(obs[t : t + 1])[0], -1, 1)
+        _, r = rec.step(t, action)
+        learner.buffer.append(obs[t], actions[t], r)
         if t == steps - 1:
             learner.buffer.clip_episode(False)  # a time-out: bootstrap
         ready = learner.buffer.transition_count > settings.batch_size
@@ -394,20 +388,14 @@ def _episode(
             for _ in range(settings.updates_per_step):
                 batch = learner.buffer.sample_transition_batch(settings.batch_size)
                 learner.sac.update(batch)
-    truncations = np.zeros(steps, dtype=bool)
-    truncations[-1] = True
-    return EpisodeResult(
-        observations=obs,
-        actions=actions,
-        rewards=rewards,
-        terminations=np.zeros(steps, dtype=bool),
-        truncations=truncations,
-        success=success,
+    return EpisodeResult.timed_out(
+        obs,
+        actions,
+        rec.rewards,
+        rec.success,
         episode_index=index,
         make_seed=make_seed,
         goal_index=goal,
-        degraded=False,
-        noise_std=float("nan"),
     )
 
 

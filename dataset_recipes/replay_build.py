@@ -14,10 +14,8 @@ half of each task's episodes).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,28 +25,18 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import __version__, schema
-from .builder import (
-    DEFAULT_AUTHOR,
-    DEFAULT_CODE_PERMALINK,
-    RECIPE_VERSION,
-    _mp_context,
-    _positive_int,
-    progress_bar,
-)
+from .builder import DEFAULT_AUTHOR, DEFAULT_CODE_PERMALINK, RECIPE_VERSION
 from .card import LearnerCurve, TaskStats, render_replay_card
 from .commandline import Terminated
-from .envs import MAX_EPISODE_STEPS, check_seed, env_metadata
+from .envs import MAX_EPISODE_STEPS, env_metadata
 from .errors import BuildInterrupted, RecipeError
 from .ids import dataset_id
 from .minari_store import (
-    STAGING_DIRNAME,
     MinariWrite,
+    Staging,
     build_lock,
-    check_writable,
-    datasets_root,
-    exists_message,
-    publish,
-    write_minari,
+    params_digest,
+    recipe_metadata,
 )
 from .qualities import REPLAY_DATASETS, REPLAY_QUALITY
 from .replay import (
@@ -59,7 +47,9 @@ from .replay import (
     SACSettings,
     run_replay_job,
 )
-from .suites import resolve_tasks, suite_of
+from .rollout import read_refs, refs_file
+from .running import SuitePlan, mp_context, positive_int, progress_bar
+from .suites import resolve_tasks, task_args
 
 __all__ = [
     "DEFAULT_ENV_STEPS_PER_TASK",
@@ -79,13 +69,8 @@ ALGORITHM_NAME = "d3rlpy SAC trained online; every episode of its replay buffer"
 
 
 @dataclass(frozen=True)
-class _ReplayPlan:
-    tasks: tuple[str, ...]
-    suite: str | None
-    seed: int
+class _ReplayPlan(SuitePlan):
     env_steps_per_task: int
-    max_episode_steps: int
-    chunk_episodes: int
     sac: SACSettings
 
     @property
@@ -105,10 +90,6 @@ class _ReplayPlan:
             "sac": self.sac.to_json(),
         }
 
-    def digest(self) -> str:
-        blob = json.dumps(self.params(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
-
     def jobs(self, folder: Path, refs_folder: Path) -> list[ReplayJob]:
         return [
             ReplayJob(
@@ -120,8 +101,7 @@ class _ReplayPlan:
                 sac=self.sac,
                 folder=str(folder),
                 refs_path=str(
-                    refs_folder
-                    / f"{task}-seed{self.seed}-steps{self.max_episode_steps}.npz"
+                    refs_file(refs_folder, task, self.seed, self.max_episode_steps)
                 ),
             )
             for task in self.tasks
@@ -151,16 +131,13 @@ def _make_plan(
     chunk_episodes: int,
     sac: SACSettings | None,
 ) -> _ReplayPlan:
-    resolved = resolve_tasks(suite, tasks)
-    steps = _positive_int("max episode steps", max_episode_steps, MAX_EPISODE_STEPS)
-    budget = _env_steps(env_steps_per_task, steps)
-    chunk = _positive_int("chunk episodes", chunk_episodes, 1000)
+    common = SuitePlan.checked(
+        suite, tasks, seed, max_episode_steps, chunk_episodes, 1000
+    )
+    budget = _env_steps(env_steps_per_task, common["max_episode_steps"])
     settings = sac or SACSettings()
     settings.check()
-    canonical = suite_of(resolved) or ("MT1" if len(resolved) == 1 else None)
-    return _ReplayPlan(
-        resolved, canonical, check_seed(seed), budget, steps, chunk, settings
-    )
+    return _ReplayPlan(**common, env_steps_per_task=budget, sac=settings)
 
 
 def replay_dataset_ids(
@@ -237,7 +214,7 @@ def _run_jobs(
         return done
     from .rollout import init_worker
 
-    ctx = _mp_context()
+    ctx = mp_context()
     with ctx.Pool(min(workers, len(jobs)), initializer=init_worker) as pool:
         pending = [pool.apply_async(run_replay_job, (job,)) for job in jobs]
         while not all(r.ready() for r in pending):
@@ -314,25 +291,8 @@ def _curve(task: str, facts: dict[str, np.ndarray], plan: _ReplayPlan) -> Learne
     )
 
 
-def _refs_of(jobs: Sequence[ReplayJob]) -> dict[str, dict[str, float]]:
-    refs = {}
-    for job in jobs:
-        with np.load(job.refs_path) as z:
-            refs[job.task] = {
-                "ref_min_score": float(z["random_returns"].mean()),
-                "ref_max_score": float(z["expert_returns"].mean()),
-                "expert_success_rate": float(z["expert_success"].mean()),
-                "episodes": int(len(z["random_returns"])),
-            }
-    return refs
-
-
 def _command(plan: _ReplayPlan) -> str:
-    parts = ["harmodt-recipes", "metaworld"]
-    if plan.suite is not None and plan.suite != "MT1":
-        parts += ["--suite", plan.suite]
-    else:
-        parts += ["--tasks", ",".join(plan.tasks)]
+    parts = ["harmodt-recipes", "metaworld", *task_args(plan.suite, plan.tasks)]
     parts += ["--quality", REPLAY_QUALITY]
     parts += ["--env-steps-per-task", str(plan.env_steps_per_task)]
     parts += ["--seed", str(plan.seed)]
@@ -371,14 +331,13 @@ class ReplayBuildResult:
 def _assemble(
     plan: _ReplayPlan,
     jobs: Sequence[ReplayJob],
-    staging: Path,
-    root: Path,
+    staging: Staging,
     ids: Sequence[str],
     author: str,
     code_permalink: str,
     overwrite: bool,
 ) -> tuple[list[ReplayDataset], list[LearnerCurve]]:
-    refs = _refs_of(jobs)
+    refs = {job.task: read_refs(job.refs_path) for job in jobs}
     facts = {job.task: _read_task(job) for job in jobs}
     curves = [_curve(t, facts[t], plan) for t in plan.tasks]
     command = _command(plan)
@@ -419,9 +378,7 @@ def _assemble(
         }
         spec = MinariWrite(
             dataset=target,
-            tasks=plan.tasks,
-            seed=plan.seed,
-            max_episode_steps=plan.max_episode_steps,
+            plan=plan,
             chunks=chunks,
             refs=refs,
             card=card,
@@ -430,29 +387,26 @@ def _assemble(
             author=author,
             code_permalink=code_permalink,
             metadata={
-                schema.METADATA_STATS: {s.task: s.to_json() for s in stats},
-                schema.METADATA_RECIPE: {
-                    **plan.params(),
-                    "quality": name,  # as the id says; the recipe's is "replay"
-                    "episodes_in_dataset": count,
-                    "suite": plan.suite,
-                    "package_version": __version__,
-                    "command": command,
-                    "success_band": None,
-                },
+                **recipe_metadata(
+                    stats,
+                    plan.params(),
+                    quality=name,  # as the id says; the recipe's is "replay"
+                    episodes_in_dataset=count,
+                    suite=plan.suite,
+                    command=command,
+                    success_band=None,
+                ),
                 schema.METADATA_LEARNER: {
                     "sac": plan.sac.to_json(),
                     "tasks": {c.task: c.to_json() for c in curves},
                 },
             },
         )
-        assemble = staging / "assemble" / name
-        shutil.rmtree(assemble, ignore_errors=True)
-        folder = write_minari(assemble, spec)
+        folder = staging.assemble(spec, name)
         built.append((target, folder, share, stats, card))
     published = []
     for target, folder, share, stats, card in built:
-        path = publish(folder, root, target, staging, overwrite)
+        path = staging.publish(folder, target, overwrite)
         published.append(ReplayDataset(target, path, share, tuple(stats), card))
     return published, curves
 
@@ -501,20 +455,15 @@ def build_replay_datasets(
     plan = _make_plan(
         suite, tasks, env_steps_per_task, seed, max_episode_steps, chunk_episodes, sac
     )
-    n_workers = _positive_int("workers", workers, 1024)
+    n_workers = positive_int("workers", workers, 1024)
     ids = replay_dataset_ids(None, plan.tasks)
-    root = datasets_root()
-    check_writable(root)
-    for target in ids:
-        if (root / target).exists() and not overwrite:
-            raise RecipeError(exists_message(target, root / target))
+    params = plan.params()
     slug = ids[0].rsplit("/", 1)[0].replace("/", "__") + "__replay"
-    parent = root / STAGING_DIRNAME
-    staging = parent / f"{slug}-{plan.digest()}"
-    with build_lock(parent / f"{slug}.lock", f"the replay datasets {', '.join(ids)}"):
-        staging.mkdir(parents=True, exist_ok=True)
-        (staging / "recipe.json").write_text(json.dumps(plan.params(), indent=1))
-        jobs = plan.jobs(staging, parent / f"refs-v{RECIPE_VERSION}")
+    staging = Staging.open(ids, slug, params_digest(params), overwrite)
+    with build_lock(staging.lock, f"the replay datasets {', '.join(ids)}"):
+        # Other parameters' learners are kept: hours of CPU, resumable.
+        staging.prepare(params, drop_others=False)
+        jobs = plan.jobs(staging.folder, staging.parent / f"refs-v{RECIPE_VERSION}")
         try:
             with _Progress(jobs, progress, progress_stream) as bar:
                 _run_jobs(jobs, n_workers, bar)
@@ -522,10 +471,9 @@ def build_replay_datasets(
             why = "SIGTERM" if isinstance(exc, Terminated) else "KeyboardInterrupt"
             raise _interrupted(jobs, why) from exc
         datasets, curves = _assemble(
-            plan, jobs, staging, root, ids, author, code_permalink, overwrite
+            plan, jobs, staging, ids, author, code_permalink, overwrite
         )
-        shutil.rmtree(staging, ignore_errors=True)
-        (parent / f"{slug}.lock").unlink(missing_ok=True)
+        staging.remove()
     return ReplayBuildResult(
         tasks=plan.tasks,
         datasets=tuple(datasets),

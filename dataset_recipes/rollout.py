@@ -70,6 +70,39 @@ class EpisodeResult:
     degraded: bool
     noise_std: float
 
+    @classmethod
+    def timed_out(
+        cls,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        success: np.ndarray,
+        *,
+        episode_index: int,
+        make_seed: int,
+        goal_index: int,
+        degraded: bool = False,
+        noise_std: float = float("nan"),
+    ) -> EpisodeResult:
+        """An episode that ran to its time limit: Meta-World never terminates,
+        so it is truncated at its last step and nowhere else."""
+        steps = len(actions)
+        truncations = np.zeros(steps, dtype=bool)
+        truncations[-1] = True
+        return cls(
+            observations=observations,
+            actions=actions,
+            rewards=rewards,
+            terminations=np.zeros(steps, dtype=bool),
+            truncations=truncations,
+            success=success,
+            episode_index=episode_index,
+            make_seed=make_seed,
+            goal_index=goal_index,
+            degraded=degraded,
+            noise_std=noise_std,
+        )
+
     @property
     def episode_return(self) -> float:
         return float(self.rewards.sum())
@@ -80,6 +113,29 @@ class EpisodeResult:
         return bool(self.success.max() > 0)
 
 
+class EpisodeRecorder:
+    """One episode's arrays in Minari's layout, filled as the env steps:
+    what the scripted rollouts and the SAC learner both record."""
+
+    def __init__(self, env: Any, steps: int, obs_dtype: Any) -> None:
+        self.env = env
+        self.obs = np.empty((steps + 1, 39), dtype=obs_dtype)  # (T+1, 39)
+        self.actions = np.empty((steps, 4), dtype=np.float32)  # (T, 4)
+        self.rewards = np.empty(steps, dtype=np.float64)  # (T,)
+        self.success = np.zeros(steps + 1, dtype=np.float32)  # (T+1,), 0 at reset
+        self.obs[0], _ = env.reset()
+
+    def step(self, t: int, action: np.ndarray) -> tuple[np.ndarray, float]:
+        """Execute ``action`` as step ``t`` (stored as float32, exactly as
+        executed); returns the next observation and the reward."""
+        self.actions[t] = action
+        o, r, _, _, info = self.env.step(self.actions[t])
+        self.obs[t + 1] = o
+        self.rewards[t] = float(r)
+        self.success[t + 1] = float(info.get("success", 0.0))
+        return o, float(r)
+
+
 def _run(
     env: Any,
     policy: Any,
@@ -88,12 +144,8 @@ def _run(
     noise: np.ndarray,
     random_actions: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    obs = np.empty((steps + 1, 39), dtype=np.float64)
-    actions = np.empty((steps, 4), dtype=np.float32)
-    rewards = np.empty(steps, dtype=np.float64)
-    success = np.zeros(steps + 1, dtype=np.float32)
-    o, _ = env.reset()
-    obs[0] = o
+    rec = EpisodeRecorder(env, steps, np.float64)
+    o = rec.obs[0]
     with warnings.catch_warnings():
         # The scripted experts warn that their gains exceed the action bounds.
         warnings.simplefilter("ignore", UserWarning)
@@ -102,12 +154,8 @@ def _run(
                 a = random_actions[t]
             else:
                 a = np.clip(policy.get_action(o) + noise[t], -1.0, 1.0)
-            actions[t] = a
-            o, r, _, _, info = env.step(actions[t])
-            obs[t + 1] = o
-            rewards[t] = float(r)
-            success[t + 1] = float(info.get("success", 0.0))
-    return obs, actions, rewards, success
+            o, _ = rec.step(t, a)
+    return rec.obs, rec.actions, rec.rewards, rec.success
 
 
 def rollout_episode(
@@ -147,15 +195,11 @@ def rollout_episode(
     finally:
         if own_cache:
             cache.close()
-    truncations = np.zeros(max_episode_steps, dtype=bool)
-    truncations[-1] = True
-    return EpisodeResult(
-        observations=obs.astype(np.float32),
-        actions=actions,
-        rewards=rewards,
-        terminations=np.zeros(max_episode_steps, dtype=bool),
-        truncations=truncations,
-        success=success,
+    return EpisodeResult.timed_out(
+        obs.astype(np.float32),
+        actions,
+        rewards,
+        success,
         episode_index=episode_index,
         make_seed=make_seed,
         goal_index=goal,
@@ -186,30 +230,18 @@ def reference_rollouts(
     policy = expert_policy(task)
     try:
         for k in range(episodes):
-            env = cache.get(task, eval_make_seed(seed), k)
             rng = episode_rng(seed, task, _REF_STREAM, k)
             rand = rng.uniform(-1.0, 1.0, (max_episode_steps, 4))
             zeros = np.zeros((max_episode_steps, 4))
-            _, _, r, _ = _run(
-                env,
-                policy,
-                max_episode_steps,
-                np.ones(max_episode_steps, bool),
-                zeros,
-                rand,
-            )
-            random_returns[k] = r.sum()
-            env = cache.get(task, eval_make_seed(seed), k)
-            _, _, r, s = _run(
-                env,
-                policy,
-                max_episode_steps,
-                np.zeros(max_episode_steps, bool),
-                zeros,
-                rand,
-            )
-            expert_returns[k] = r.sum()
-            expert_solved[k] = float(s.max() > 0)
+            for random_policy in (True, False):  # every step random / none
+                env = cache.get(task, eval_make_seed(seed), k)
+                mask = np.full(max_episode_steps, random_policy)
+                _, _, r, s = _run(env, policy, max_episode_steps, mask, zeros, rand)
+                if random_policy:
+                    random_returns[k] = r.sum()
+                else:
+                    expert_returns[k] = r.sum()
+                    expert_solved[k] = float(s.max() > 0)
     finally:
         if own_cache:
             cache.close()
@@ -218,6 +250,24 @@ def reference_rollouts(
         "expert_returns": expert_returns,
         "expert_success": expert_solved,
     }
+
+
+def refs_file(folder: Path, task: str, seed: int, max_episode_steps: int) -> Path:
+    """Where a task's reference rollouts are staged. They depend on neither the
+    quality nor the episode count, so every build with the same seed and
+    episode length (scripted or replay) shares the file."""
+    return folder / f"{task}-seed{seed}-steps{max_episode_steps}.npz"
+
+
+def read_refs(path: str | Path) -> dict[str, float]:
+    """A staged reference file as the dataset's per-task reference scores."""
+    with np.load(path) as z:
+        return {
+            "ref_min_score": float(z["random_returns"].mean()),
+            "ref_max_score": float(z["expert_returns"].mean()),
+            "expert_success_rate": float(z["expert_success"].mean()),
+            "episodes": int(len(z["random_returns"])),
+        }
 
 
 # --------------------------------------------------------------------------- chunks

@@ -142,3 +142,17 @@ def suite_of(tasks: Sequence[str]) -> str | None:
         if tuple(tasks) == _load()[name]:
             return name
     return None
+
+
+def canonical_suite(tasks: Sequence[str]) -> str | None:
+    """The suite a build of ``tasks`` names in its id and card: the fixed
+    suite with exactly these tasks, ``MT1`` for one task, else ``None``."""
+    return suite_of(tasks) or ("MT1" if len(tasks) == 1 else None)
+
+
+def task_args(suite: str | None, tasks: Sequence[str]) -> list[str]:
+    """The command-line arguments that select ``tasks``: ``--suite`` where a
+    fixed suite names them, else ``--tasks``."""
+    if suite is not None and suite != "MT1":
+        return ["--suite", suite]
+    return ["--tasks", ",".join(tasks)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -42,13 +42,30 @@ __all__ = [
     "FitOptions",
     "balanced_task_ids",
     "epoch_sizes",
+    "fit_quietly",
     "process",
     "round_robin_task",
     "step_seed",
     "task_schedule_ids",
 ]
 
+_Fits = TypeVar("_Fits", bound=Any)  # HarmoDT, or any d3rlpy algorithm
 Evaluators = Mapping[str, Callable[[Any], "float | Mapping[str, float]"]]
+
+
+def fit_quietly(algo: _Fits, dataset: Any, n_steps: int, **options: Any) -> _Fits:
+    """``algo.fit`` for ``n_steps`` with no log folder and no progress bar,
+    one epoch unless ``n_steps_per_epoch`` says otherwise: what a script or
+    test calls when it only needs the trained weights. Returns ``algo``."""
+    options.setdefault("n_steps_per_epoch", n_steps)
+    algo.fit(
+        dataset,
+        n_steps=n_steps,
+        logger_adapter=NoopAdapterFactory(),
+        show_progress=False,
+        **options,
+    )
+    return algo
 
 
 def process() -> tuple[int, int]:

@@ -262,6 +262,29 @@ def _mask_covered(
     return covered
 
 
+def _require_all(names: Sequence[str], within: Sequence[str], message: str) -> None:
+    """ValueError with ``message`` (its ``{}``: the missing names) unless every
+    one of ``names`` is in ``within``."""
+    missing = [n for n in names if n not in within]
+    if missing:
+        raise ValueError(message.format(missing))
+
+
+#: Config fields passed to :class:`MaskedDecisionTransformer` under their name.
+_NETWORK_FIELDS = (
+    "embed_size",
+    "num_layers",
+    "num_heads",
+    "context_size",
+    "max_timestep",
+    "prompt_length",
+    "attn_dropout",
+    "resid_dropout",
+    "embed_dropout",
+    "activation_type",
+)
+
+
 class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
     """Harmony Multi-Task Decision Transformer (d3rlpy algorithm).
 
@@ -402,20 +425,12 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
         self, obs_size: int, action_size: int
     ) -> MaskedDecisionTransformer:
         cfg = self._config
+        same_name: dict[str, Any] = {k: getattr(cfg, k) for k in _NETWORK_FIELDS}
         return MaskedDecisionTransformer(
             observation_size=obs_size,
             action_size=action_size,
-            embed_size=cfg.embed_size,
-            num_layers=cfg.num_layers,
-            num_heads=cfg.num_heads,
             ff_size=cfg.ff_size or 4 * cfg.embed_size,
-            context_size=cfg.context_size,
-            max_timestep=cfg.max_timestep,
-            prompt_length=cfg.prompt_length,
-            attn_dropout=cfg.attn_dropout,
-            resid_dropout=cfg.resid_dropout,
-            embed_dropout=cfg.embed_dropout,
-            activation_type=cfg.activation_type,
+            **same_name,
         ).to(self._device)
 
     def get_action_type(self) -> ActionSpace:
@@ -648,22 +663,22 @@ class HarmoDT(TransformerAlgoBase[HarmoDTImpl, HarmoDTConfig]):
 
     def _check_covers_all_tasks(self, dataset: MultiTaskDataset) -> None:
         """Mask updates compare every task's gradient: all need data."""
-        missing = [n for n in self.task_names if n not in dataset.task_names]
-        if missing:
-            raise ValueError(
-                f"mask updates need data for every task of the model; the dataset "
-                f"has none for {missing}. Fit on all tasks, or set mask_interval=0"
-            )
+        _require_all(
+            self.task_names,
+            dataset.task_names,
+            "mask updates need data for every task of the model; the dataset has "
+            "none for {}. Fit on all tasks, or set mask_interval=0",
+        )
 
     # ------------------------------------------------------------------ fit
     def _dataset_task_index(self, dataset: MultiTaskDataset) -> NDArray:
         """Model task index of each dataset task (dataset order)."""
-        missing = [n for n in dataset.task_names if n not in self.task_names]
-        if missing:
-            raise ValueError(
-                f"the dataset has tasks this model does not know: {missing}; "
-                f"model tasks: {list(self.task_names)}"
-            )
+        _require_all(
+            dataset.task_names,
+            self.task_names,
+            "the dataset has tasks this model does not know: {}; model tasks: "
+            + str(list(self.task_names)),
+        )
         return np.array([self.task_names.index(n) for n in dataset.task_names])
 
     def _prepare(self, dataset: MultiTaskDataset) -> None:

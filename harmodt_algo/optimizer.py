@@ -277,8 +277,36 @@ def _combine(outer: Any, inner: Any, what: str) -> Any:
     return outer if outer is not None else inner
 
 
+class _WrapsWithMasks:
+    """The ``create`` of both masked factories: their torch optimizer with
+    update masks, gradient clipping and the learning-rate schedule, wrapped
+    the way d3rlpy's own factories wrap theirs."""
+
+    def _parts(
+        self, named_modules: Sequence[tuple[str, nn.Module]], lr: float
+    ) -> tuple[torch.optim.Optimizer, float | None, Any]:
+        """(torch optimizer, clip_grad_norm, lr scheduler factory or None)."""
+        raise NotImplementedError
+
+    def create(
+        self,
+        named_modules: Iterable[tuple[str, nn.Module]],
+        lr: float,
+        compiled: bool,
+    ) -> MaskedOptimizerWrapper:
+        named_modules = list(named_modules)
+        optim, clip, scheduler = self._parts(named_modules, lr)
+        return MaskedOptimizerWrapper(
+            params=unique_parameters(named_modules),
+            optim=optim,
+            compiled=compiled,
+            clip_grad_norm=clip,
+            lr_scheduler=scheduler.create(optim) if scheduler else None,
+        )
+
+
 @dataclasses.dataclass()
-class MaskedAdamWFactory(OptimizerFactory):
+class MaskedAdamWFactory(_WrapsWithMasks, OptimizerFactory):
     """AdamW with GPT-style weight-decay groups and update masks.
 
     .. code-block:: python
@@ -305,25 +333,11 @@ class MaskedAdamWFactory(OptimizerFactory):
     amsgrad: bool = False
     decay_rule: str = "gpt"
 
-    def create(
-        self,
-        named_modules: Iterable[tuple[str, nn.Module]],
-        lr: float,
-        compiled: bool,
-    ) -> MaskedOptimizerWrapper:
-        named_modules = list(named_modules)
+    def _parts(
+        self, named_modules: Sequence[tuple[str, nn.Module]], lr: float
+    ) -> tuple[torch.optim.Optimizer, float | None, Any]:
         optim = self.create_optimizer(named_modules, lr)
-        return MaskedOptimizerWrapper(
-            params=unique_parameters(named_modules),
-            optim=optim,
-            compiled=compiled,
-            clip_grad_norm=self.clip_grad_norm,
-            lr_scheduler=(
-                self.lr_scheduler_factory.create(optim)
-                if self.lr_scheduler_factory
-                else None
-            ),
-        )
+        return optim, self.clip_grad_norm, self.lr_scheduler_factory
 
     def create_optimizer(
         self, named_modules: Iterable[tuple[str, nn.Module]], lr: float
@@ -346,7 +360,7 @@ class MaskedAdamWFactory(OptimizerFactory):
 
 
 @dataclasses.dataclass()
-class MaskedOptimizerFactory(OptimizerFactory):
+class MaskedOptimizerFactory(_WrapsWithMasks, OptimizerFactory):
     """Any registered d3rlpy optimizer factory, with update masks.
 
     ``create`` takes the torch optimizer from ``optim_factory.create_optimizer``
@@ -360,13 +374,9 @@ class MaskedOptimizerFactory(OptimizerFactory):
 
     optim_factory: OptimizerFactory = make_optimizer_field()
 
-    def create(
-        self,
-        named_modules: Iterable[tuple[str, nn.Module]],
-        lr: float,
-        compiled: bool,
-    ) -> MaskedOptimizerWrapper:
-        named_modules = list(named_modules)
+    def _parts(
+        self, named_modules: Sequence[tuple[str, nn.Module]], lr: float
+    ) -> tuple[torch.optim.Optimizer, float | None, Any]:
         inner = self.optim_factory
         clip = _combine(self.clip_grad_norm, inner.clip_grad_norm, "clip_grad_norm")
         scheduler_factory = _combine(
@@ -374,14 +384,7 @@ class MaskedOptimizerFactory(OptimizerFactory):
             inner.lr_scheduler_factory,
             "lr_scheduler_factory",
         )
-        optim = inner.create_optimizer(named_modules, lr)
-        return MaskedOptimizerWrapper(
-            params=unique_parameters(named_modules),
-            optim=optim,
-            compiled=compiled,
-            clip_grad_norm=clip,
-            lr_scheduler=scheduler_factory.create(optim) if scheduler_factory else None,
-        )
+        return inner.create_optimizer(named_modules, lr), clip, scheduler_factory
 
     @staticmethod
     def get_type() -> str:

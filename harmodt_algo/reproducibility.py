@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from d3rlpy.logging import NoopAdapterFactory
+
+from .fit_loop import fit_quietly
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data import MultiTaskDataset
@@ -87,13 +88,7 @@ def continued_gradients(
     twin.config.mask_interval = 0  # estimate only: no update inside the window
     impl.modules.masks.reset_accumulator()
     with torch.random.fork_rng(devices=[]):
-        twin.fit(
-            data,
-            n_steps=steps,
-            n_steps_per_epoch=steps,
-            logger_adapter=NoopAdapterFactory(),
-            show_progress=False,
-        )
+        fit_quietly(twin, data, steps)
     grads, _ = impl.modules.masks.mean_gradients()
     return grads, twin
 

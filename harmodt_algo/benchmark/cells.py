@@ -35,7 +35,6 @@ from ..summary import active_parameters, count_parameters, mask_movement
 from .datasets import DatasetSpec, Log, dataset_facts
 from .errors import BenchmarkError
 from .methods import (
-    BASELINE_METHODS,
     HARMODT_METHODS,
     METHOD_LABELS,
     METHODS,
@@ -526,26 +525,6 @@ def _fit_baseline(
     return algo
 
 
-def _fit(
-    method: str,
-    data: MultiTaskDataset,
-    seed: int,
-    device: Any,
-    capture: _CaptureFactory,
-    evaluations: _Evaluations,
-    store: CellCheckpoints | None,
-) -> tuple[Any, torch.Tensor | None, list[int]]:
-    """Train ``method``; returns the model, for HarmoDT its initial masks, and
-    the steps it was resumed from (baselines always start from scratch)."""
-    if method in HARMODT_METHODS:
-        return _fit_harmodt(method, data, seed, device, capture, evaluations, store)
-    if method in BASELINE_METHODS:
-        settings = evaluations.settings
-        return _fit_baseline(method, data, device, capture, settings), None, []
-    check_methods([method])  # raises with the valid names
-    raise AssertionError(method)  # pragma: no cover
-
-
 # --------------------------------------------------------------------------- #
 # The record
 # --------------------------------------------------------------------------- #
@@ -757,9 +736,15 @@ def run_cell(
     evaluations = _Evaluations(minari_dataset, data, settings)
     d3rlpy.seed(seed)
     evaluations.started = time.perf_counter()
-    algo, initial_masks, resumed_from = _fit(
-        method, data, seed, device, capture, evaluations, store
-    )
+    initial_masks: torch.Tensor | None = None
+    resumed_from: list[int] = []  # baselines always start from scratch
+    if method in HARMODT_METHODS:
+        algo, initial_masks, resumed_from = _fit_harmodt(
+            method, data, seed, device, capture, evaluations, store
+        )
+    else:
+        check_methods([method])  # raises with the valid names
+        algo = _fit_baseline(method, data, device, capture, settings)
     if device is not False and str(device).startswith("cuda"):
         torch.cuda.synchronize()
     train_time = evaluations.train_time()

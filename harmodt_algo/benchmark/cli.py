@@ -5,6 +5,7 @@ itself stays a library."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -292,22 +293,19 @@ def parse_overrides(
 
 
 def _settings(args: argparse.Namespace, methods: Sequence[str]) -> BenchmarkSettings:
-    """The ``run`` arguments every cell shares."""
+    """The ``run`` arguments every cell shares: each option of the same name
+    as a :class:`BenchmarkSettings` field, and the two that need parsing."""
+    parsed: dict[str, Any] = {
+        "overrides": parse_overrides(args.set, methods),
+        "held_out": _held_out(args),
+    }
     return BenchmarkSettings(
-        steps=args.steps,
-        eval_episodes=args.eval_episodes,
-        eval_seed=args.eval_seed,
-        eval_max_steps=args.eval_max_steps,
-        eval_workers=args.eval_workers,
-        target_return=args.target_return,
-        device=args.device,
-        overrides=parse_overrides(args.set, methods),
-        save_models=args.save_models,
-        threads=args.threads,
-        curve_every=args.curve_every,
-        curve_episodes=args.curve_episodes,
-        checkpoint_every=args.checkpoint_every,
-        held_out=_held_out(args),
+        **{
+            field.name: parsed[field.name]
+            if field.name in parsed
+            else getattr(args, field.name)
+            for field in dataclasses.fields(BenchmarkSettings)
+        }
     )
 
 

@@ -103,13 +103,19 @@ def _finished_cells(
             continue
         finished[cell] = path
     if mismatched:
-        raise BenchmarkError(
-            "finished cells were made with a different budget: "
-            + "; ".join(mismatched[:3])
-            + ("" if len(mismatched) <= 3 else f"; and {len(mismatched) - 3} more")
-            + ". Use another --out, or --overwrite to recompute them"
-        )
+        raise _budget_error("finished cells were made", mismatched)
     return finished
+
+
+def _budget_error(what: str, mismatched: Sequence[str]) -> BenchmarkError:
+    """One line naming the first three cells whose budget differs."""
+    more = len(mismatched) - 3
+    return BenchmarkError(
+        f"{what} with a different budget: "
+        + "; ".join(mismatched[:3])
+        + ("" if more <= 0 else f"; and {more} more")
+        + ". Use another --out, or --overwrite to recompute them"
+    )
 
 
 def _check_partial_cells(
@@ -132,12 +138,11 @@ def _check_partial_cells(
         if saved is not None and saved != store.budget:
             mismatched.append(store.mismatch(saved))
     if mismatched:
-        raise BenchmarkError(
-            "stopped cells were checkpointed with a different budget: "
-            + "; ".join(mismatched[:3])
-            + ("" if len(mismatched) <= 3 else f"; and {len(mismatched) - 3} more")
-            + ". Use another --out, or --overwrite to recompute them"
-        )
+        raise _budget_error("stopped cells were checkpointed", mismatched)
+
+
+#: A dataset's cells' inputs: its Minari dataset, its data, the held-out data.
+_Loaded = tuple[Any, MultiTaskDataset, "HeldOutData | None"]
 
 
 @dataclasses.dataclass
@@ -167,13 +172,7 @@ class _Run:
         shutil.rmtree(self.checkpoints(cell), ignore_errors=True)  # left over
         self.say(f"{self.tag()} skip {cell}: finished ({path})")
 
-    def run(
-        self,
-        cell: CellKey,
-        minari_dataset: Any,
-        data: MultiTaskDataset,
-        held_out: HeldOutData | None = None,
-    ) -> None:
+    def run(self, cell: CellKey, loaded: _Loaded) -> None:
         """Run one cell under its lock (``seed<k>.lock`` beside the record):
         a cell another process is computing is a :class:`BenchmarkError`
         naming it, and one it finished meanwhile is skipped."""
@@ -184,20 +183,15 @@ class _Run:
                 if path.exists() and not self.overwrite:
                     self.skip(cell, path)
                     return
-                self._run(cell, minari_dataset, data, held_out)
+                self._run(cell, loaded)
         except Busy as exc:
             raise BenchmarkError(str(exc)) from None
 
-    def _run(
-        self,
-        cell: CellKey,
-        minari_dataset: Any,
-        data: MultiTaskDataset,
-        held_out: HeldOutData | None = None,
-    ) -> None:
+    def _run(self, cell: CellKey, loaded: _Loaded) -> None:
         """Run one cell and write it; a failure is logged (or re-raised with
         ``fail_fast``) and writes nothing but its checkpoints, so a rerun
         retries it; a polite stop is logged and re-raised."""
+        minari_dataset, data, held_out = loaded
         tag = self.tag()
         path = cell_path(self.root, cell.dataset, cell.method, cell.seed)
         folder = self.checkpoints(cell)
@@ -280,9 +274,7 @@ class _Sources:
             "log": self.say,
         }
 
-    def load(
-        self, spec: DatasetSpec
-    ) -> tuple[Any, MultiTaskDataset, HeldOutData | None]:
+    def load(self, spec: DatasetSpec) -> _Loaded:
         """``spec``'s Minari dataset and data, and the held-out data (its
         tasks checked to be new) when the matrix has one."""
         minari_dataset = ensure_dataset(spec, **self._options())
@@ -358,9 +350,9 @@ def run_matrix(
             todo = [c for c in ours if c not in finished]
             if not todo:
                 continue
-            minari_dataset, data, held_out = sources.load(spec)
+            loaded = sources.load(spec)
             for cell in todo:
-                run.run(cell, minari_dataset, data, held_out)
+                run.run(cell, loaded)
     summary = run.summary
     say(
         f"ran {len(summary.ran)} cell(s), skipped {len(summary.skipped)} finished, "

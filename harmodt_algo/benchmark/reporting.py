@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,41 +141,59 @@ def _success_table(
     return lines
 
 
+def _md_table(
+    header: Sequence[str], align: str, rows: Iterable[Sequence[Any]]
+) -> list[str]:
+    """A markdown table: ``align`` has one letter per column, ``l`` (text)
+    or ``r`` (numbers)."""
+    rule = "".join("---|" if a == "l" else "---:|" for a in align)
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + rule,
+        *("| " + " | ".join(str(v) for v in row) + " |" for row in rows),
+    ]
+
+
 def _data_table(cells: Sequence[Cell], columns: Sequence[_Column]) -> list[str]:
     """Per dataset: its size and the seeds that ran on it."""
-    lines = ["", "## Seeds and data", ""]
-    lines.append("| dataset | tasks | episodes / task | transitions | seeds |")
-    lines.append("|---|---:|---:|---:|---|")
+    rows = []
     for column in columns:
         group = [c for c in cells if c["dataset_id"] == column.dataset_id]
         facts = group[0].get("dataset") or {}
         seeds = sorted({int(c["seed"]) for c in group})
-        lines.append(
-            f"| `{column.dataset_id}` | {len(facts.get('tasks') or [])} | "
-            f"{facts.get('episodes_per_task', '?')} | "
-            f"{facts.get('transitions', '?')} | {', '.join(map(str, seeds))} |"
+        rows.append(
+            (
+                f"`{column.dataset_id}`",
+                len(facts.get("tasks") or []),
+                facts.get("episodes_per_task", "?"),
+                facts.get("transitions", "?"),
+                ", ".join(map(str, seeds)),
+            )
         )
-    return lines
+    header = ("dataset", "tasks", "episodes / task", "transitions", "seeds")
+    return ["", "## Seeds and data", "", *_md_table(header, "lrrrl", rows)]
 
 
 def _parameter_table(cells: Sequence[Cell], methods: Sequence[str]) -> list[str]:
     """Per method: its size (total and active per task) and batch size."""
-    lines = ["", "## Parameters", ""]
-    lines.append("| method | parameters | active per task | batch size |")
-    lines.append("|---|---:|---:|---:|")
+    rows = []
     for method in methods:
         group = [c for c in cells if c["method"] == method]
         params = sorted({int(c["param_count"]) for c in group})
-        active = [c.get("active_param_count") for c in group]
-        active_vals = [float(a) for a in active if a is not None]
+        active = [
+            float(a) for c in group if (a := c.get("active_param_count")) is not None
+        ]
         batches = sorted({int(c["batch_size"]) for c in group})
-        lines.append(
-            f"| {_label(method)} | "
-            f"{' / '.join(f'{p:,}' for p in params)} | "
-            f"{f'{np.mean(active_vals):,.0f}' if active_vals else '—'} | "
-            f"{', '.join(map(str, batches))} |"
+        rows.append(
+            (
+                _label(method),
+                " / ".join(f"{p:,}" for p in params),
+                f"{np.mean(active):,.0f}" if active else "—",
+                ", ".join(map(str, batches)),
+            )
         )
-    return lines
+    header = ("method", "parameters", "active per task", "batch size")
+    return ["", "## Parameters", "", *_md_table(header, "lrrr", rows)]
 
 
 def _task_table(

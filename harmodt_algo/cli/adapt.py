@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from dataset_recipes.commandline import EXIT_OK
+from dataset_recipes.commandline import EXIT_OK, say
 
 from .common import CliError, check_positive, load_minari, load_model
 
@@ -93,16 +93,11 @@ def cmd_adapt(args: argparse.Namespace, out: Console) -> int:
             steps=args.tune_steps,
         )
     _write(algo, target)
-    out.print(
+    say(
+        out,
         f"added {len(data.task_names)} task(s) to {model_path.name} with "
         f"{args.method}: {', '.join(data.task_names)}",
-        highlight=False,
-        soft_wrap=True,
     )
-    out.print(f"model: {target}", highlight=False, soft_wrap=True)
-    out.print(
-        f"evaluate: harmodt evaluate {target} --dataset {args.dataset}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    say(out, f"model: {target}")
+    say(out, f"evaluate: harmodt evaluate {target} --dataset {args.dataset}")
     return EXIT_OK

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from dataset_recipes.commandline import EXIT_OK
+from dataset_recipes.commandline import EXIT_OK, say
 
 from ..options import OptionError, parse_list
 from .common import (
@@ -254,10 +254,9 @@ def _print_result(
         f"{result.n_episodes} episodes, seed {result.seed}"
     )
     out.print(result.table(title=title))
-    out.print(
+    say(
+        out,
         f"mean over tasks: success {100 * result.success_mean:.1f}%, return "
         f"{result.return_mean:.1f}  ({result.env_steps} env steps in "
         f"{result.elapsed_s:.1f} s; dataset {dataset_id})",
-        highlight=False,
-        soft_wrap=True,
     )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from dataset_recipes.commandline import EXIT_OK
+from dataset_recipes.commandline import EXIT_OK, say
 
 from .common import infer_preset, load_model, read_run_file
 
@@ -180,11 +180,10 @@ def _print_overlap(out: Console, info: Mapping[str, Any]) -> None:
     if ov["mean"] is None:
         out.print("mask overlap (Jaccard): n/a (one task)", highlight=False)
         return
-    out.print(
+    say(
+        out,
         f"mask overlap (Jaccard) between task pairs: mean {ov['mean']:.3f}, "
         f"min {ov['min']:.3f}, max {ov['max']:.3f}",
-        highlight=False,
-        soft_wrap=True,
     )
     if len(info["tasks"]) <= 10:
         matrix = Table(title="pairwise mask overlap (Jaccard)")

@@ -247,23 +247,38 @@ def _add_train_output(train: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_evaluate(sub: _Commands) -> None:
-    """``evaluate``: a saved model on its tasks' held-out goals."""
-    evaluate = sub.add_parser(
-        "evaluate",
-        help="evaluate a saved model on every task",
-        description="Evaluate a saved HarmoDT model on its tasks' held-out goals.",
-        epilog=EVALUATE_EXAMPLES,
-        formatter_class=_RAW,
+def _model_command(
+    sub: _Commands,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    epilog: str,
+    model_help: str = "a model file saved by HarmoDT (model.safetensors or model.d3)",
+) -> argparse.ArgumentParser:
+    """A command that reads a model file: its parser, with the file and the
+    one way to read pickled code."""
+    parser = sub.add_parser(
+        name, help=help, description=description, epilog=epilog, formatter_class=_RAW
     )
-    evaluate.add_argument(
-        "model", help="a model file saved by HarmoDT (model.safetensors or model.d3)"
-    )
-    evaluate.add_argument(
+    parser.add_argument("model", help=model_help)
+    parser.add_argument(
         "--trust-pickle",
         action="store_true",
         help="read a .d3 that holds more than data with d3rlpy's own unpickler, "
         "which runs code from the file: only for files from sources you trust",
+    )
+    return parser
+
+
+def _add_evaluate(sub: _Commands) -> None:
+    """``evaluate``: a saved model on its tasks' held-out goals."""
+    evaluate = _model_command(
+        sub,
+        "evaluate",
+        help="evaluate a saved model on every task",
+        description="Evaluate a saved HarmoDT model on its tasks' held-out goals.",
+        epilog=EVALUATE_EXAMPLES,
     )
     evaluate.add_argument(
         "--dataset", help="recipe dataset id (default: the one in run.json)"
@@ -298,44 +313,27 @@ def _add_evaluate(sub: _Commands) -> None:
 
 def _add_info(sub: _Commands) -> None:
     """``info``: a saved model described, as tables or JSON."""
-    info = sub.add_parser(
+    info = _model_command(
+        sub,
         "info",
         help="tasks, config, parameters, mask densities and overlap of a model",
         description="Describe a saved HarmoDT model.",
         epilog=INFO_EXAMPLES,
-        formatter_class=_RAW,
-    )
-    info.add_argument(
-        "model", help="a model file saved by HarmoDT (model.safetensors or model.d3)"
-    )
-    info.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="read a .d3 that holds more than data with d3rlpy's own unpickler, "
-        "which runs code from the file: only for files from sources you trust",
     )
     info.add_argument("--json", action="store_true", help="print JSON only")
 
 
 def _add_adapt(sub: _Commands) -> None:
     """``adapt``: unseen tasks added to a copy of a trained model."""
-    adapt = sub.add_parser(
+    adapt = _model_command(
+        sub,
         "adapt",
         help="add unseen tasks to a trained model from a few demonstrations",
         description="Add every task of --dataset (e.g. a test split built with "
         "harmodt-recipes --suite ML10-test --episodes-per-task 5) to MODEL and "
         "write a new model file; MODEL is not changed.",
         epilog=ADAPT_EXAMPLES,
-        formatter_class=_RAW,
-    )
-    adapt.add_argument(
-        "model", help="a trained HarmoDT model file (.safetensors or .d3)"
-    )
-    adapt.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="read a .d3 that holds more than data with d3rlpy's own unpickler, "
-        "which runs code from the file: only for files from sources you trust",
+        model_help="a trained HarmoDT model file (.safetensors or .d3)",
     )
     adapt.add_argument("--dataset", required=True, help="the new tasks' demos")
     adapt.add_argument(

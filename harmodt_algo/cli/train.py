@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from dataset_recipes.commandline import EXIT_OK
+from dataset_recipes.commandline import EXIT_OK, say
 
 from ..checkpoints import (
     CheckpointDir,
@@ -286,17 +286,12 @@ def _open_run(
     except FileNotFoundError as exc:
         raise CliError(f"cannot resume: {exc}") from None
     if checkpoints.skipped:
-        out.print(
+        say(
+            out,
             f"note: skipped unreadable newer checkpoint(s): "
             f"{', '.join(checkpoints.skipped)}",
-            highlight=False,
-            soft_wrap=True,
         )
-    out.print(
-        f"resuming {plan.resume_dir} from {loaded.name} (step {algo.grad_step})",
-        highlight=False,
-        soft_wrap=True,
-    )
+    say(out, f"resuming {plan.resume_dir} from {loaded.name} (step {algo.grad_step})")
     return plan.resume_dir, plan.resume_dir.parent, checkpoints
 
 
@@ -429,13 +424,12 @@ def _train_and_report(
     run_dir, root, checkpoints = where
     run_info = _run_info(plan, data, algo, run_dir)
     write_json_atomic(run_dir / RUN_FILE, run_info)
-    out.print(
+    say(
+        out,
         f"training {plan.preset} on {args.dataset} ({data.num_tasks} tasks): "
         f"{plan.steps} steps, {plan.n_epochs} epoch(s) of {plan.eval_every}",
-        highlight=False,
-        soft_wrap=True,
     )
-    out.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
+    say(out, f"run directory: {run_dir}")
     history: list[dict[str, Any]] = []
     code = _fit_run(
         plan, algo, data, evaluator, episode_limit(minari_dataset),
@@ -454,17 +448,14 @@ def _train_and_report(
 def _train_worker(plan: _TrainPlan, algo: HarmoDT, data: Any) -> int:
     """A torchrun rank > 0: trains its slice of every batch; rank 0 writes."""
     import d3rlpy
-    from d3rlpy.logging import NoopAdapterFactory
+
+    from ..fit_loop import fit_quietly
 
     if plan.resume_dir is not None:
         algo.build_with_dataset(data)
         CheckpointDir(plan.resume_dir / "checkpoints").load_latest(algo)
-    algo.fit(
-        data,
-        n_steps=plan.steps - algo.grad_step,
-        n_steps_per_epoch=plan.eval_every,
-        logger_adapter=NoopAdapterFactory(),
-        show_progress=False,
+    fit_quietly(
+        algo, data, plan.steps - algo.grad_step, n_steps_per_epoch=plan.eval_every
     )
     d3rlpy.distributed.destroy_process_group()
     return EXIT_OK
@@ -496,13 +487,12 @@ def _epoch_evaluation(
             description=f"evaluating epoch {epoch}/{plan.n_epochs}",
         )
         history.append({"epoch": epoch, "step": step, **result.metrics()})
-        out.print(
+        say(
+            out,
             f"epoch {epoch}/{plan.n_epochs} (step {step}): success "
             f"{100 * result.success_mean:.1f}%, return {result.return_mean:.1f} "
             f"({len(result.tasks)} tasks × {result.n_episodes} episodes, "
             f"{result.elapsed_s:.1f} s)",
-            highlight=False,
-            soft_wrap=True,
         )
         return result.metrics()
 
@@ -657,10 +647,9 @@ def _report_run(
     if final is not None:
         out.print(final.table(title=f"{run_dir.name}: step {algo.grad_step}"))
     else:
-        out.print(
+        say(
+            out,
             f"not evaluated (--eval-episodes 0); run: harmodt evaluate {model_path}",
-            highlight=False,
-            soft_wrap=True,
         )
     lines = [f"model: {model_path}", f"run info: {run_dir / RUN_FILE}"]
     if speed is not None:
@@ -673,4 +662,4 @@ def _report_run(
         "plots: " + ", ".join(str(p) for p in plots) if plots else f"plots: {plot_note}"
     )
     for line in lines:
-        out.print(line, highlight=False, soft_wrap=True)
+        say(out, line)

@@ -29,12 +29,18 @@ from .envs import MAX_EPISODES_PER_TASK, goal_indices
 from .envs import _goal_selector as _goal_selector  # tests, benchmarks/eval_speed
 from .evaluator import MultiTaskEvaluator, evaluate_multitask, resolve_target_returns
 from .evaluator import TargetReturns as TargetReturns
-from .policies import HarmoDTPolicy, MultiTaskPolicy, harmodt_batch_actions
+from .policies import (
+    HarmoDTPolicy,
+    MultiTaskPolicy,
+    ScriptedExperts,
+    harmodt_batch_actions,
+)
 from .results import EpisodeResult, EvaluationResult, TaskResult, merge_results
 
 __all__ = [
     "MultiTaskPolicy",
     "HarmoDTPolicy",
+    "ScriptedExperts",
     "D3rlpyOneHotPolicy",
     "harmodt_batch_actions",
     "one_hot_episodes",

@@ -23,6 +23,7 @@ from ..types import F32, I64, Bool, FloatArray
 __all__ = [
     "MultiTaskPolicy",
     "HarmoDTPolicy",
+    "ScriptedExperts",
     "harmodt_batch_actions",
 ]
 
@@ -217,3 +218,31 @@ class HarmoDTPolicy:
         if cfg.action_scaler is not None:
             action = cfg.action_scaler.reverse_transform(action)
         return action.cpu().numpy().astype(np.float32, copy=False)  # type: ignore[no-any-return]
+
+
+class ScriptedExperts:
+    """Meta-World's scripted expert of each task as a :class:`MultiTaskPolicy`:
+    the ceiling a dataset's tasks allow, measured by the same evaluator (and
+    what the evaluator's own tests and speed benchmark drive)."""
+
+    def reset(self, task_ids: I64, task_names: Sequence[str] | None = None) -> None:
+        from metaworld.policies import ENV_POLICY_MAP
+
+        if task_names is None:
+            raise ValueError("ScriptedExperts needs the task names")
+        self.names = [task_names[i] for i in task_ids]
+        self.experts = [ENV_POLICY_MAP[n]() for n in self.names]  # type: ignore[abstract]
+
+    def act(
+        self,
+        observations: FloatArray,  # (N, 39)
+        rewards: FloatArray,  # (N,)
+        task_ids: I64,  # (N,)
+        active: Bool,  # (N,)
+    ) -> FloatArray:  # (N, 4)
+        # float32, as the experts return them: Meta-World scales the action in
+        # its dtype, so float64 copies would step a (slightly) different env
+        out = np.zeros((len(self.experts), 4), dtype=np.float32)
+        for i in np.flatnonzero(active):
+            out[i] = np.clip(self.experts[i].get_action(observations[i]), -1, 1)
+        return out

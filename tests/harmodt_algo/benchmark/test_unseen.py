@@ -34,7 +34,7 @@ from harmodt_algo.benchmark import (
     run_matrix,
 )
 
-from .test_harness import OVERRIDES, RESUMABLE, ROOT, _comparable
+from ._matrix import OVERRIDES, RESUMABLE, ROOT, comparable
 
 TRAIN = "reach-v3+button-press-topdown-v3:expert"
 HELD = "push-v3+drawer-close-v3:expert"
@@ -122,8 +122,8 @@ def test_adapting_leaves_the_trained_model_and_its_seen_results(runs: Runs) -> N
     held, plain = runs.cell("harmodt-f"), runs.cell("harmodt-f", runs.plain)
     assert set(held) - set(plain) == {"unseen"}
     assert held["budget"].pop("held_out") and held["budget"] == plain["budget"]
-    mine = _comparable({k: v for k, v in held.items() if k != "unseen"})
-    theirs = _comparable(plain)
+    mine = comparable({k: v for k, v in held.items() if k != "unseen"})
+    theirs = comparable(plain)
     for key in ("success", "return", "final_metrics", "masks", "evaluation"):
         assert mine[key] == theirs[key], key
     assert mine == theirs  # all but the wall clock

@@ -29,6 +29,7 @@ from harmodt_algo.evaluation import (
     HarmoDTPolicy,
     MultiTaskEvaluator,
     MultiTaskPolicy,
+    ScriptedExperts,
     _goal_selector,
     goal_indices,
     one_hot_episodes,
@@ -90,9 +91,9 @@ def evaluator(dataset: Any) -> Iterator[MultiTaskEvaluator]:
         yield ev
 
 
-class ExpertPolicy:
-    """Meta-World's scripted experts behind the MultiTaskPolicy protocol;
-    records what the evaluator hands it."""
+class ExpertPolicy(ScriptedExperts):
+    """The scripted experts, recording the first observations the evaluator
+    hands them."""
 
     def __init__(self) -> None:
         self.first_obs: list[np.ndarray] = []
@@ -101,9 +102,7 @@ class ExpertPolicy:
     def reset(
         self, task_ids: np.ndarray, task_names: Sequence[str] | None = None
     ) -> None:
-        assert task_names is not None
-        self.names = [task_names[i] for i in task_ids]
-        self.experts = [ENV_POLICY_MAP[n]() for n in self.names]  # type: ignore[abstract]
+        super().reset(task_ids, task_names)
         self.started = False
 
     def act(
@@ -116,12 +115,7 @@ class ExpertPolicy:
         if not self.started:
             self.first_obs.extend(observations.copy())
             self.started = True
-        return np.stack(
-            [
-                np.clip(p.get_action(o), -1, 1)
-                for p, o in zip(self.experts, observations, strict=True)
-            ]
-        )
+        return super().act(observations, rewards, task_ids, active)
 
 
 # ------------------------------------------------------------ determinism
