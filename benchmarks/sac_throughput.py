@@ -32,7 +32,7 @@ from dataset_recipes.envs import GoalEnvCache
 from dataset_recipes.replay import (
     ReplayJob,
     SACSettings,
-    _new_buffer,
+    new_buffer,
     run_replay_job,
 )
 
@@ -54,7 +54,7 @@ def env_steps_per_s(task: str, steps: int = 1000) -> float:
 def sac_rates(settings: SACSettings, updates: int = 200) -> tuple[float, float]:
     """(updates/s, sample_action calls/s)."""
     sac = settings.create()
-    buffer = _new_buffer()
+    buffer = new_buffer()
     rng = np.random.default_rng(0)
     for t in range(1000):
         obs = rng.normal(size=39).astype(np.float32)

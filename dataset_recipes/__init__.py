@@ -27,6 +27,11 @@ from .envs import make_env  # noqa: E402
 from .errors import BuildInterrupted, RecipeError  # noqa: E402
 from .ids import RecipeId, dataset_id, parse_dataset_id  # noqa: E402
 from .minari_store import datasets_root  # noqa: E402
+from .mujoco_build import (  # noqa: E402
+    MujocoBuildResult,
+    build_mujoco_datasets,
+    mujoco_dataset_ids,
+)
 from .mujoco_tasks import BENCHMARKS, benchmark_tasks  # noqa: E402  (registers)
 from .qualities import (  # noqa: E402
     QUALITIES,
@@ -56,6 +61,9 @@ __all__ = [
     "ReplayBuildResult",
     "SACSettings",
     "benchmark_tasks",
+    "MujocoBuildResult",
+    "build_mujoco_datasets",
+    "mujoco_dataset_ids",
     "build_replay_datasets",
     "replay_dataset_ids",
     "SUITE_NAMES",

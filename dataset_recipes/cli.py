@@ -44,7 +44,9 @@ PROG = "harmodt-recipes"
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog=PROG, description="Build Minari datasets of Meta-World v3."
+        prog=PROG,
+        description="Build Minari datasets of Meta-World v3 and of Prompt-DT's "
+        "MuJoCo benchmarks.",
     )
     sub = parser.add_subparsers(
         dest="command", required=True, parser_class=OneLineParser
@@ -104,6 +106,44 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="with --quality replay: SAC settings to change, as a JSON object, "
         "e.g. '{\"batch_size\": 128}' (default: d3rlpy's SACConfig defaults)",
+    )
+
+    mujoco = sub.add_parser(
+        "mujoco",
+        help="build Prompt-DT's unseen-task benchmarks: expert and replay data "
+        "of a SAC learner per task (resumable)",
+    )
+    mujoco.add_argument(
+        "--benchmark", required=True, help="cheetah-vel, cheetah-dir or ant-dir"
+    )
+    mujoco.add_argument(
+        "--env-steps-per-task",
+        type=int,
+        help="each learner's budget, a multiple of 200 (default: 40000 for "
+        "cheetah-vel, 100000 for cheetah-dir and ant-dir)",
+    )
+    mujoco.add_argument(
+        "--expert-episodes",
+        type=int,
+        default=20,
+        help="rollouts of each task's final policy (default: 20)",
+    )
+    mujoco.add_argument(
+        "--train-tasks",
+        type=int,
+        help="build only the first N training tasks (default: all)",
+    )
+    mujoco.add_argument("--seed", type=int, default=0, help="recipe seed (default: 0)")
+    mujoco.add_argument(
+        "--workers", type=int, default=1, help="learners at once (default: 1)"
+    )
+    mujoco.add_argument(
+        "--overwrite", action="store_true", help="replace existing datasets"
+    )
+    mujoco.add_argument("--sac", metavar="JSON", help="SAC settings to change (JSON)")
+    mujoco.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mujoco.add_argument(
+        "--chunk-episodes", type=int, default=10, help=argparse.SUPPRESS
     )
 
     show = sub.add_parser("show", help="print the card of a local recipe dataset")
@@ -223,6 +263,35 @@ def _cmd_metaworld(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+def _cmd_mujoco(args: argparse.Namespace, out: Console) -> int:
+    from .mujoco_build import DEFAULT_ENV_STEPS, build_mujoco_datasets
+    from .replay import SACSettings
+
+    steps = args.env_steps_per_task
+    if steps is None:
+        steps = DEFAULT_ENV_STEPS.get(args.benchmark, 0)  # unknown: refused below
+    result = build_mujoco_datasets(
+        args.benchmark,
+        steps,
+        expert_episodes=args.expert_episodes,
+        seed=args.seed,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        chunk_episodes=args.chunk_episodes,
+        sac=None if args.sac is None else SACSettings.from_json(args.sac),
+        train_tasks=args.train_tasks,
+        progress=not args.no_progress,
+    )
+    for (kind, split), path in result.datasets.items():
+        say(out, f"{kind} {split}: {path}")
+    say(
+        out,
+        f"{len(result.expert_returns)} learner(s), {steps:,} env steps each: "
+        f"{result.cpu_seconds / 3600:.2f} CPU-hours, {result.seconds:.1f} s",
+    )
+    return 0
+
+
 def _cmd_show(args: argparse.Namespace, out: Console) -> int:
     import minari
 
@@ -311,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "metaworld":
                 return _cmd_metaworld(args, out)
+            if args.command == "mujoco":
+                return _cmd_mujoco(args, out)
             if args.command == "show":
                 return _cmd_show(args, out)
             if args.command == "list":

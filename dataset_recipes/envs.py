@@ -175,8 +175,9 @@ def make_env(
         render_mode: forwarded to Meta-World (``"rgb_array"``, ``"human"``, ...).
 
     Returns:
-        A ``gymnasium.Env`` (39-dim float64 observations, 4-dim actions) truncated
-        at the dataset's episode length.
+        A ``gymnasium.Env`` truncated at the dataset's episode length: Meta-World's
+        (39-dim float64 observations, 4-dim actions), or for a MuJoCo recipe
+        (``harmodt-recipes mujoco``) the task's Cheetah or Ant env.
     """
     metadata = _metadata_of(dataset_or_metadata)
     env_meta = metadata.get(schema.METADATA_ENV)
@@ -192,6 +193,11 @@ def make_env(
         )
     spec = dict(specs[task_name])
     if seed is not None:
+        if env_meta.get("family") == "mujoco":
+            raise RecipeError(
+                "seed is Meta-World's make-seed; a MuJoCo task takes its seed "
+                "on reset: make_env(dataset, task).reset(seed=...)"
+            )
         spec["kwargs"] = {**spec["kwargs"], "seed": int(seed)}
     kwargs: dict[str, Any] = {}
     if render_mode is not None:

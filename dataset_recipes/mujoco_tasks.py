@@ -47,6 +47,7 @@ __all__ = [
     "EPISODE_STEPS",
     "benchmark_tasks",
     "env_id",
+    "eval_reset_seed",
     "register",
     "task_value",
 ]
@@ -94,6 +95,13 @@ def task_value(name: str, task: int) -> float:
     if not 0 <= task < len(values):
         raise ValueError(f"{name} has tasks 0..{len(values) - 1}, got {task}")
     return float(values[task])
+
+
+def eval_reset_seed(seed: int, episode: int) -> int:
+    """The reset seed of held-out episode ``episode`` (every task, every
+    evaluation): disjoint from the training episodes' SeedSequence draws in
+    practice, and a function of the recipe seed only."""
+    return 1_000_000 * (seed + 1) + episode
 
 
 def register() -> None:

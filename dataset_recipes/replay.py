@@ -33,16 +33,16 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .envs import GoalEnvCache, eval_make_seed, stable_key, train_goal
-from .errors import RecipeError
+from .errors import BuildInterrupted, RecipeError
 from .rollout import (
     REF_EPISODES,
     EpisodeRecorder,
@@ -127,8 +127,9 @@ class SACSettings:
         if not isinstance(self.random_steps, int) or self.random_steps < 0:
             raise RecipeError(f"SAC random_steps must be >= 0, got {self.random_steps}")
 
-    def create(self) -> Any:
-        """d3rlpy's SAC with these settings, built for Meta-World's shapes."""
+    def create(self, observation_size: int = 39, action_size: int = 4) -> Any:
+        """d3rlpy's SAC with these settings, built for the env's shapes
+        (Meta-World's by default)."""
         import d3rlpy
 
         encoder = d3rlpy.models.VectorEncoderFactory(
@@ -146,7 +147,7 @@ class SACSettings:
             n_critics=self.n_critics,
             initial_temperature=self.initial_temperature,
         ).create(device="cpu:0")
-        sac.create_impl((39,), 4)
+        sac.create_impl((observation_size,), action_size)
         return sac
 
     def describe(self) -> str:
@@ -169,18 +170,19 @@ def _d3rlpy_version() -> str:
     return version("d3rlpy")
 
 
-@dataclass(frozen=True)
-class ReplayJob:
-    """One task's learner run: everything it depends on, and where it writes."""
+def tenths(episodes: int) -> list[int]:
+    """Episode counts after which a learner's greedy policy is evaluated."""
+    return sorted({max(1, round(episodes * k / TENTHS)) for k in range(1, 11)})
 
+
+class LearnerFiles:
+    """Where a learner job's files are: its chunks and its checkpoint under
+    the build's staging folder (a mixin of the jobs' dataclasses)."""
+
+    folder: str
     task: str
-    seed: int
     episodes: int
-    max_episode_steps: int
     chunk_episodes: int
-    sac: SACSettings
-    folder: str  # the build's staging folder (chunks/, learners/)
-    refs_path: str  # the task's shared reference-rollout file
 
     def chunk_path(self, first: int) -> Path:
         return Path(self.folder) / "chunks" / f"{self.task}-{first:08d}.npz"
@@ -192,9 +194,77 @@ class ReplayJob:
     def checkpoint_path(self) -> Path:
         return Path(self.folder) / "learners" / f"{self.task}.npz"
 
+
+def learners_interrupted(jobs: Sequence[LearnerJob], why: str) -> BuildInterrupted:
+    """The error of a learner build stopped by ``why`` (Ctrl-C, SIGTERM)."""
+    staged = sum(j.chunk_path(f).exists() for j in jobs for f in j.chunk_starts())
+    total = sum(len(j.chunk_starts()) for j in jobs)
+    return BuildInterrupted(
+        f"build interrupted ({why}): {staged}/{total} chunks staged, each task's "
+        "learner checkpointed at its last chunk; re-run the same command to resume",
+        staged_chunks=staged,
+        total_chunks=total,
+    )
+
+
+@dataclass(frozen=True)
+class ReplayJob(LearnerFiles):
+    """One task's learner run: everything it depends on, and where it writes."""
+
+    task: str
+    seed: int
+    episodes: int
+    max_episode_steps: int
+    chunk_episodes: int
+    sac: SACSettings
+    folder: str  # the build's staging folder (chunks/, learners/)
+    refs_path: str  # the task's shared reference-rollout file
+
     def eval_points(self) -> list[int]:
         """Episode counts after which the greedy policy is evaluated (tenths)."""
-        return sorted({max(1, round(self.episodes * k / TENTHS)) for k in range(1, 11)})
+        return tenths(self.episodes)
+
+    @property
+    def observation_size(self) -> int:
+        return 39
+
+    @property
+    def action_size(self) -> int:
+        return 4
+
+
+class LearnerJob(Protocol):
+    """What the learner's checkpoints need of a job (Meta-World's
+    :class:`ReplayJob`, or a MuJoCo task's): its name and seed, its budget in
+    episodes cut into chunks, its SAC, the env's sizes and its files."""
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def episodes(self) -> int: ...
+
+    @property
+    def chunk_episodes(self) -> int: ...
+
+    @property
+    def sac(self) -> SACSettings: ...
+
+    @property
+    def observation_size(self) -> int: ...
+
+    @property
+    def action_size(self) -> int: ...
+
+    @property
+    def checkpoint_path(self) -> Path: ...
+
+    def chunk_path(self, first: int) -> Path: ...
+
+    def chunk_starts(self) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -226,7 +296,8 @@ def _seeds(seed: int, task: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def _new_buffer() -> Any:
+def new_buffer(observation_size: int = 39, action_size: int = 4) -> Any:
+    """An empty d3rlpy replay buffer for the learner (float32 signatures)."""
     from d3rlpy.constants import ActionSpace
     from d3rlpy.dataset import InfiniteBuffer, ReplayBuffer, Signature
 
@@ -235,16 +306,16 @@ def _new_buffer() -> Any:
 
     return ReplayBuffer(
         InfiniteBuffer(),
-        observation_signature=sig((39,)),
-        action_signature=sig((4,)),
+        observation_signature=sig((observation_size,)),
+        action_signature=sig((action_size,)),
         reward_signature=sig((1,)),
         action_space=ActionSpace.CONTINUOUS,
-        action_size=4,
+        action_size=action_size,
     )
 
 
 @dataclass
-class _Learner:
+class Learner:
     """The live state of one task's learner."""
 
     sac: Any
@@ -253,16 +324,21 @@ class _Learner:
     cpu_seconds: float
 
 
-def _fresh(job: ReplayJob) -> _Learner:
+def fresh_learner(job: LearnerJob) -> Learner:
     import torch
 
     torch_seed, numpy_seed = _seeds(job.seed, job.task)
     torch.manual_seed(torch_seed)
     np.random.seed(numpy_seed % 2**32)
-    return _Learner(job.sac.create(), _new_buffer(), 0, 0.0)
+    return Learner(
+        job.sac.create(job.observation_size, job.action_size),
+        new_buffer(job.observation_size, job.action_size),
+        0,
+        0.0,
+    )
 
 
-def _save_checkpoint(job: ReplayJob, learner: _Learner) -> None:
+def save_learner(job: LearnerJob, learner: Learner) -> None:
     import torch
 
     model = io.BytesIO()
@@ -286,7 +362,7 @@ def _save_checkpoint(job: ReplayJob, learner: _Learner) -> None:
     )
 
 
-def _restore(job: ReplayJob) -> _Learner | None:
+def restore_learner(job: LearnerJob) -> Learner | None:
     """The learner at its last checkpoint, its buffer rebuilt from the chunk
     files before it; None when there is no usable checkpoint."""
     import torch
@@ -298,7 +374,7 @@ def _restore(job: ReplayJob) -> _Learner | None:
         done = int(z["episodes_done"])
         if done % job.chunk_episodes and done != job.episodes:
             return None  # not at a chunk boundary: not ours
-        sac = job.sac.create()
+        sac = job.sac.create(job.observation_size, job.action_size)
         sac.impl.load_model(io.BytesIO(z["model"].tobytes()))
         sac.set_grad_step(int(z["grad_step"]))
         numpy_state = (
@@ -310,35 +386,37 @@ def _restore(job: ReplayJob) -> _Learner | None:
         )
         torch_state = torch.from_numpy(z["torch_rng"].copy())
         cpu = float(z["cpu_seconds"])
-    buffer = _new_buffer()
+    buffer = new_buffer(job.observation_size, job.action_size)
     for first in job.chunk_starts():
         if first >= done:
             break
-        if not _append_chunk(buffer, job.chunk_path(first)):
+        if not append_chunk(buffer, job.chunk_path(first)):
             return None  # a chunk the checkpoint needs is missing
     np.random.set_state(numpy_state)
     torch.set_rng_state(torch_state)
-    return _Learner(sac, buffer, done, cpu)
+    return Learner(sac, buffer, done, cpu)
 
 
-def _append_chunk(buffer: Any, path: Path) -> bool:
+def append_chunk(buffer: Any, path: Path) -> bool:
     """Append a staged chunk's episodes to ``buffer`` exactly as the live loop
-    did (float32 observations, the executed actions, float rewards)."""
+    did (float32 observations, the executed actions, float rewards, each
+    episode clipped as a termination or a time-out)."""
     if not path.exists():
         return False
     with np.load(path) as z:
         obs, actions, rewards = z["observations"], z["actions"], z["rewards"]
+        terminations = z["terminations"]
         o = s = 0
         for length in z["lengths"]:
             for t in range(int(length)):
                 buffer.append(obs[o + t], actions[s + t], float(rewards[s + t]))
-            buffer.clip_episode(False)
+            buffer.clip_episode(bool(terminations[s + int(length) - 1]))
             o += int(length) + 1
             s += int(length)
     return True
 
 
-def _drop_later_chunks(job: ReplayJob, done: int) -> None:
+def drop_later_chunks(job: LearnerJob, done: int) -> None:
     """Chunks past the checkpoint (a kill between chunk and checkpoint) are
     regenerated; remove them so nothing stale is ever assembled."""
     for first in job.chunk_starts():
@@ -363,7 +441,7 @@ def _greedy_success(sac: Any, job: ReplayJob, cache: GoalEnvCache) -> float:
 
 
 def _episode(
-    job: ReplayJob, learner: _Learner, index: int, cache: GoalEnvCache
+    job: ReplayJob, learner: Learner, index: int, cache: GoalEnvCache
 ) -> EpisodeResult:
     """Collect training episode ``index`` and learn from every step of it."""
     settings, steps = job.sac, job.max_episode_steps
@@ -419,7 +497,7 @@ def _refs(job: ReplayJob) -> None:
 
 
 @contextmanager
-def _one_torch_thread() -> Iterator[None]:
+def one_torch_thread() -> Iterator[None]:
     import torch
 
     before = torch.get_num_threads()
@@ -435,10 +513,10 @@ def run_replay_job(job: ReplayJob) -> ReplayDone:
     entry point; every file it writes is written atomically."""
     warnings.simplefilter("ignore")
     sys.modules.setdefault("gym_notices", None)  # type: ignore[arg-type]
-    with _one_torch_thread():
+    with one_torch_thread():
         _refs(job)
-        learner = _restore(job) or _fresh(job)
-        _drop_later_chunks(job, learner.episodes_done)
+        learner = restore_learner(job) or fresh_learner(job)
+        drop_later_chunks(job, learner.episodes_done)
         for stale in (Path(job.folder) / "chunks").glob(f"{job.task}-*.tmp"):
             stale.unlink(missing_ok=True)
         cache = GoalEnvCache(capacity=2)
@@ -455,7 +533,7 @@ def run_replay_job(job: ReplayJob) -> ReplayDone:
 
 def _run_chunk(
     job: ReplayJob,
-    learner: _Learner,
+    learner: Learner,
     first: int,
     evals: set[int],
     cache: GoalEnvCache,
@@ -481,4 +559,4 @@ def _run_chunk(
     job.chunk_path(first).parent.mkdir(parents=True, exist_ok=True)
     _atomic_savez(job.chunk_path(first), arrays)
     learner.episodes_done = first + count
-    _save_checkpoint(job, learner)
+    save_learner(job, learner)

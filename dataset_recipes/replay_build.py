@@ -29,7 +29,7 @@ from .builder import DEFAULT_AUTHOR, DEFAULT_CODE_PERMALINK, RECIPE_VERSION
 from .card import LearnerCurve, TaskStats, render_replay_card
 from .commandline import Terminated
 from .envs import MAX_EPISODE_STEPS, env_metadata
-from .errors import BuildInterrupted, RecipeError
+from .errors import RecipeError
 from .ids import dataset_id
 from .minari_store import (
     MinariWrite,
@@ -45,6 +45,7 @@ from .replay import (
     ReplayDone,
     ReplayJob,
     SACSettings,
+    learners_interrupted,
     run_replay_job,
 )
 from .rollout import read_refs, refs_file
@@ -221,17 +222,6 @@ def _run_jobs(
             pending[[r.ready() for r in pending].index(False)].wait(1.0)
             bar.poll()
         return [r.get() for r in pending]
-
-
-def _interrupted(jobs: Sequence[ReplayJob], why: str) -> BuildInterrupted:
-    staged = sum(job.chunk_path(f).exists() for job in jobs for f in job.chunk_starts())
-    total = sum(len(job.chunk_starts()) for job in jobs)
-    return BuildInterrupted(
-        f"build interrupted ({why}): {staged}/{total} chunks staged, each task's "
-        "learner checkpointed at its last chunk; re-run the same command to resume",
-        staged_chunks=staged,
-        total_chunks=total,
-    )
 
 
 # --------------------------------------------------------------- assembling
@@ -469,7 +459,7 @@ def build_replay_datasets(
                 _run_jobs(jobs, n_workers, bar)
         except KeyboardInterrupt as exc:
             why = "SIGTERM" if isinstance(exc, Terminated) else "KeyboardInterrupt"
-            raise _interrupted(jobs, why) from exc
+            raise learners_interrupted(jobs, why) from exc
         datasets, curves = _assemble(
             plan, jobs, staging, ids, author, code_permalink, overwrite
         )

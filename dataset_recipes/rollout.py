@@ -117,23 +117,56 @@ class EpisodeRecorder:
     """One episode's arrays in Minari's layout, filled as the env steps:
     what the scripted rollouts and the SAC learner both record."""
 
-    def __init__(self, env: Any, steps: int, obs_dtype: Any) -> None:
+    def __init__(
+        self,
+        env: Any,
+        steps: int,
+        obs_dtype: Any,
+        observation_size: int = 39,
+        action_size: int = 4,
+        reset_seed: int | None = None,
+    ) -> None:
         self.env = env
-        self.obs = np.empty((steps + 1, 39), dtype=obs_dtype)  # (T+1, 39)
-        self.actions = np.empty((steps, 4), dtype=np.float32)  # (T, 4)
+        self.obs = np.empty((steps + 1, observation_size), dtype=obs_dtype)  # (T+1, O)
+        self.actions = np.empty((steps, action_size), dtype=np.float32)  # (T, A)
         self.rewards = np.empty(steps, dtype=np.float64)  # (T,)
         self.success = np.zeros(steps + 1, dtype=np.float32)  # (T+1,), 0 at reset
-        self.obs[0], _ = env.reset()
+        self.length = 0  # steps taken
+        self.terminated = False  # the last step ended the episode (MuJoCo's ant)
+        self.obs[0], _ = env.reset(seed=reset_seed)
 
     def step(self, t: int, action: np.ndarray) -> tuple[np.ndarray, float]:
         """Execute ``action`` as step ``t`` (stored as float32, exactly as
         executed); returns the next observation and the reward."""
         self.actions[t] = action
-        o, r, _, _, info = self.env.step(self.actions[t])
+        o, r, terminated, _, info = self.env.step(self.actions[t])
         self.obs[t + 1] = o
         self.rewards[t] = float(r)
         self.success[t + 1] = float(info.get("success", 0.0))
+        self.length = t + 1
+        self.terminated = bool(terminated)
         return o, float(r)
+
+    def episode(self, *, episode_index: int, make_seed: int) -> EpisodeResult:
+        """The steps taken so far as an episode: terminated at its last step,
+        or truncated there (the time limit)."""
+        n = self.length
+        terminations = np.zeros(n, dtype=bool)
+        truncations = np.zeros(n, dtype=bool)
+        (terminations if self.terminated else truncations)[-1] = True
+        return EpisodeResult(
+            observations=self.obs[: n + 1],
+            actions=self.actions[:n],
+            rewards=self.rewards[:n],
+            terminations=terminations,
+            truncations=truncations,
+            success=self.success[: n + 1],
+            episode_index=episode_index,
+            make_seed=make_seed,
+            goal_index=-1,
+            degraded=False,
+            noise_std=float("nan"),
+        )
 
 
 def _run(

@@ -5,6 +5,8 @@ holds the 50 held-out goals of the dataset's evaluation make-seed. Episode
 ``i`` of every task runs goal ``permutation(seed)[i]`` of those 50 (set with
 ``set_task`` before the reset), so the N episodes of a task use N different
 goals and the same ``seed`` always uses the same goals. See docs/evaluation.md.
+A MuJoCo recipe's task (``harmodt-recipes mujoco``) has one goal; its "goal"
+``g`` is the held-out reset seed ``eval_reset_seed(recipe seed, g)``.
 
 Workers run :func:`_worker_main` (a module-level function, so a spawn or
 forkserver start can import it by its qualified name).
@@ -22,7 +24,9 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
+from dataset_recipes import schema
 from dataset_recipes.envs import GOALS_PER_MAKE_SEED, make_env
+from dataset_recipes.mujoco_tasks import eval_reset_seed
 
 from ..types import F64, I64, Bool, FloatArray
 
@@ -74,9 +78,18 @@ class _EnvShard:
         self._limits: dict[str, int] = {}
         self._current: list[gym.Env[Any, Any]] = []
         self._obs: F64 = np.zeros((0, 0))
+        env_meta = metadata[schema.METADATA_ENV]
+        # a MuJoCo recipe's held-out episode i resets with a seed, not a goal
+        self._reset_seeds: int | None = (
+            int(env_meta["seed"]) if env_meta.get("family") == "mujoco" else None
+        )
 
     def _env(self, task: str, k: int) -> gym.Env[Any, Any]:
         envs = self._envs.setdefault(task, [])
+        if self._reset_seeds is not None:  # MuJoCo: the task's env, seeded on reset
+            while len(envs) <= k:
+                envs.append(make_env(self._metadata, task))
+            return envs[k]
         while len(envs) <= k:
             if not envs:
                 # Meta-World re-seeds numpy's global RNG when it samples goals
@@ -104,6 +117,11 @@ class _EnvShard:
         for task, goal in episodes:
             env = self._env(task, used[task])
             used[task] += 1
+            if self._reset_seeds is not None:
+                obs, _ = env.reset(seed=eval_reset_seed(self._reset_seeds, goal))
+                first.append(np.asarray(obs, np.float64))
+                self._current.append(env)
+                continue
             goals = self._goals[task]
             if not 0 <= goal < len(goals):
                 raise ValueError(f"goal {goal} out of range for {len(goals)} goals")
