@@ -70,6 +70,11 @@ class Part:
     seeds: tuple[int, ...]
     points: tuple[tuple[Size, int], ...]  # (size, steps)
     episodes_per_task: int = 100
+    options: tuple[str, ...] = ()  # further --set options of every cell
+    #: a variant of another part's methods: its name in tables, and the part
+    #: whose cells (same data, size and seeds) it pairs with
+    variant: str = ""
+    paired_with: str = ""
 
 
 PARTS: dict[str, Part] = {
@@ -84,6 +89,17 @@ PARTS: dict[str, Part] = {
         "MT30:near-optimal", (*METHODS, "mtbc"), SEEDS, ((SMALL, 30_000),), 50
     ),
     "probe": Part("MT30:near-optimal", ("mtdt",), (0,), ((SMALL, 60_000),), 50),
+    # Which of the release's prompt and its shared-layer update masks costs
+    # HarmoDT-F the static masks' gain on the replay data: the prompt removed.
+    "noprompt": Part(
+        "metaworld-v3/mt5/sub-optimal-replay-v0",
+        ("harmodt-f-paper",),
+        SEEDS,
+        ((SMALL, 10_000),),
+        options=("prompt_length=0",),
+        variant="without its prompt",
+        paired_with="replay",
+    ),
     "trend": Part(
         "metaworld-v3/mt5/sub-optimal-replay-v0",
         TREND_METHODS,
@@ -97,12 +113,12 @@ def _out(part: str, size: Size, steps: int) -> str:
     return f"{RESULTS}/{part}/{size.name.replace('/', 'x')}-{steps // 1000}k"
 
 
-def _options(methods: Sequence[str], size: Size) -> tuple[str, ...]:
-    """The transformers' size and the release's batch 8; MTBC (a d3rlpy MLP,
-    no size options here) keeps the harness's batch 256."""
+def _options(part: str, methods: Sequence[str], size: Size) -> tuple[str, ...]:
+    """The transformers' size and the release's batch 8 (and the part's own
+    options); MTBC (a d3rlpy MLP, no size options here) keeps batch 256."""
     if tuple(methods) == ("mtbc",):
         return ("batch_size=256",)
-    return (*size.options, "batch_size=8")
+    return (*size.options, "batch_size=8", *PARTS[part].options)
 
 
 def _run(
@@ -114,7 +130,7 @@ def _run(
         "--methods", ",".join(methods), "--datasets", spec.dataset,
         "--seeds", str(seed), "--steps", str(steps), *PROTOCOLS,
         "--episodes-per-task", str(spec.episodes_per_task),
-        *(a for option in _options(methods, size) for a in ("--set", option)),
+        *(a for option in _options(part, methods, size) for a in ("--set", option)),
         "--threads", "1", "--out", _out(part, size, steps),
     ]  # fmt: skip
     return shlex.join(argv)
@@ -173,6 +189,23 @@ def _table(rows: dict[str, ProtocolRow]) -> list[str]:
             cols.append(format_paired(paired_difference(row.best, rows[ref].best)))
         lines.append("| " + " | ".join(cols) + " |")
     return lines
+
+
+def _variant_rows(
+    results: Path, spec: Part, size: Size, steps: int, rows: dict[str, ProtocolRow]
+) -> dict[str, ProtocolRow]:
+    """A variant's rows, named as such, beside the rows of the part it pairs
+    with (the method it varies and the references)."""
+    paired = _rows(
+        results / spec.paired_with / Path(_out(spec.paired_with, size, steps)).name
+    )
+    shown = {
+        f"{METHOD_LABELS.get(m, m)} {spec.variant}": row for m, row in rows.items()
+    }
+    for method in (*spec.methods, *REFERENCES):
+        if method in paired:
+            shown[method] = paired[method]
+    return shown
 
 
 def trend_points(results: Path) -> list[dict[str, Any]]:
@@ -269,11 +302,17 @@ def tables(results: Path) -> str:
             rows = _rows(folder)
             if rows:
                 cells = load_cells(folder)
-                out += [f"## {spec.dataset}, {size.name}, {steps:,} steps", ""]
+                title = f"## {spec.dataset}, {size.name}, {steps:,} steps"
+                if spec.variant:
+                    rows = _variant_rows(results, spec, size, steps, rows)
+                    title += f": {METHOD_LABELS[spec.methods[0]]} {spec.variant}"
+                out += [title, ""]
                 out += [_cost(cells), ""]
                 out += _table(rows) + [""]
                 out += ["Per task, protocol (a), mean over seeds (%):", ""]
-                out += _task_table(cells, list(rows)) + [""]
+                methods = sorted({str(c["method"]) for c in cells})
+                out += _task_table(cells, methods if spec.variant else list(rows))
+                out += [""]
     return "\n".join(out)
 
 
@@ -290,9 +329,9 @@ def main() -> None:
     results = Path(args.results)
     Path(TABLE).write_text(tables(results))
     points = trend_points(results)
-    if points:
+    if len(points) > 1:  # a trend needs two points
         plot_trend(points, TREND_PLOT)
-    print(f"wrote {TABLE}" + (f" and {TREND_PLOT}" if points else ""))
+    print(f"wrote {TABLE}" + (f" and {TREND_PLOT}" if len(points) > 1 else ""))
 
 
 if __name__ == "__main__":

@@ -369,6 +369,37 @@ def test_the_paper_study_table_pairs_both_protocols(tmp_path: Path) -> None:
     assert per_task[2] == "| task | HarmoDT-F (release regime) | MTDT |"
 
 
+def test_a_variant_part_is_tabled_beside_the_cells_it_pairs_with(
+    tmp_path: Path,
+) -> None:
+    import runpy
+
+    root = Path(__file__).resolve().parents[3]
+    study = runpy.run_path(str(root / "examples" / "paper_study.py"))
+    spec = study["PARTS"]["noprompt"]
+    assert spec.paired_with == "replay" and "prompt_length=0" in spec.options
+    for part, method, finals in (
+        ("replay", "mtdt", (0.2, 0.3)),
+        ("replay", "harmodt-f-paper", (0.1, 0.2)),
+        ("noprompt", "harmodt-f-paper", (0.4, 0.5)),
+    ):
+        for seed, final in enumerate(finals):
+            cell = _cell(method, seed, final, [final])
+            folder = tmp_path / part / "64x2-10k" / DATASET.replace("/", "__")
+            path = folder / method / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cell))
+    text = study["tables"](tmp_path).split("without its prompt\n")[1]
+    rows = [line for line in text.splitlines() if line.startswith("| HarmoDT-F")]
+    variant, paired = rows[0], rows[1]
+    assert variant.startswith(
+        "| HarmoDT-F (release regime) without its prompt | 2 | 45.0"
+    )
+    assert paired.startswith("| HarmoDT-F (release regime) | 2 | 15.0")
+    # the variant's paired gap to the replay part's MTDT: +20 on both seeds
+    assert "| +20.0 [+20.0, +20.0]" in variant
+
+
 def test_the_ablation_study_commands_and_tables(tmp_path: Path) -> None:
     import runpy
     import shlex
