@@ -12,6 +12,10 @@ SAC costs on a CPU. One run measures, on one task:
     after its warm-up: env steps/s with one update per step.
 
     .venv/bin/python benchmarks/sac_throughput.py --task push-v3
+    .venv/bin/python benchmarks/sac_throughput.py --task push-v3 --mujoco
+
+``--mujoco`` adds (e): the same loop on the MuJoCo recipes' HalfCheetah and Ant
+tasks (``harmodt-recipes mujoco``), against (d) in the same run.
 """
 
 from __future__ import annotations
@@ -96,10 +100,42 @@ def loop_steps_per_s(task: str, episodes: int) -> float:
     return 500 * (episodes + 1) / spent
 
 
+def mujoco_loop_steps_per_s(benchmark: str, episodes: int) -> float:
+    """The same loop on a MuJoCo recipe's task (``harmodt-recipes mujoco``):
+    one random 200-step episode, then one update per step; greedy
+    evaluations left out, CPU time of the learner's chunks only."""
+    from unittest import mock
+
+    from dataset_recipes.mujoco_learner import MujocoJob, env_sizes, run_mujoco_job
+
+    sizes = env_sizes(benchmark)
+    settings = SACSettings(random_steps=200)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch(
+            "dataset_recipes.mujoco_learner._greedy_returns",
+            side_effect=lambda sac, env, seed, n: np.zeros(n),
+        ),
+    ):
+        job = MujocoJob(
+            benchmark, 0, 0, episodes + 1, episodes + 1, 1, settings, tmp, *sizes
+        )
+        done = run_mujoco_job(job)
+        with np.load(job.chunk_path(0)) as z:
+            steps = int(z["lengths"].sum())
+    return steps / done.cpu_seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="push-v3")
     parser.add_argument("--episodes", type=int, default=4)
+    parser.add_argument(
+        "--mujoco",
+        action="store_true",
+        help="also the loop on HalfCheetah (cheetah-vel) and Ant (ant-dir), "
+        "20 learning episodes of 200 steps each",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     sys.modules.setdefault("gym_notices", None)  # type: ignore[arg-type]
@@ -126,6 +162,19 @@ def main() -> None:
         f"{loop:,.1f}",
         f"{loop / env_rate:.3f}x",
     )
+    hours = 1e5 / loop / 3600
+    table.add_row("    = CPU-hours per 100,000 env steps", f"{hours:.2f}", "")
+    if args.mujoco:
+        for benchmark in ("cheetah-vel", "ant-dir"):
+            rate = mujoco_loop_steps_per_s(benchmark, 20)
+            table.add_row(
+                f"(e) learner loop on {benchmark} (CPU time)",
+                f"{rate:,.1f}",
+                f"{rate / loop:.2f}x (d)",
+            )
+            table.add_row(
+                "    = CPU-hours per 100,000 env steps", f"{1e5 / rate / 3600:.2f}", ""
+            )
     Console().print(table)
 
 

@@ -49,6 +49,7 @@ from .mujoco_learner import (
     EPISODE_STEPS,
     REF_RANDOM_EPISODES,
     MujocoJob,
+    env_sizes,
     make_task_env,
     run_mujoco_job,
     task_name,
@@ -194,9 +195,7 @@ def _make_plan(
 
 
 def _jobs(plan: _MujocoPlan, folder: Path) -> list[MujocoJob]:
-    env = make_task_env(plan.benchmark, 0)
-    sizes = (int(env.observation_space.shape[0]), int(env.action_space.shape[0]))
-    env.close()
+    sizes = env_sizes(plan.benchmark)
     return [
         MujocoJob(
             plan.benchmark,

@@ -41,6 +41,7 @@ from .rollout import EpisodeRecorder, EpisodeResult, _atomic_savez, chunk_arrays
 __all__ = [
     "EPISODE_STEPS",
     "MujocoJob",
+    "env_sizes",
     "REF_RANDOM_EPISODES",
     "eval_reset_seed",
     "make_task_env",
@@ -68,6 +69,14 @@ def make_task_env(benchmark: str, task: int) -> Any:
     import gymnasium as gym
 
     return gym.make(env_id(benchmark), task=task)
+
+
+def env_sizes(benchmark: str) -> tuple[int, int]:
+    """(observation size, action size) of a benchmark's env."""
+    env = make_task_env(benchmark, 0)
+    sizes = (int(env.observation_space.shape[0]), int(env.action_space.shape[0]))
+    env.close()
+    return sizes
 
 
 # ---------------------------------------------------------------- one task

@@ -113,10 +113,28 @@ def as_spec(dataset: DatasetSpec | str) -> DatasetSpec:
     return dataset if isinstance(dataset, DatasetSpec) else parse_dataset(dataset)
 
 
+def _mujoco_benchmark(dataset_id: str) -> str | None:
+    """The benchmark of a MuJoCo recipe id
+    (``harmodt-mujoco/cheetah-vel-train/expert-v0`` -> ``cheetah-vel``)."""
+    from dataset_recipes.mujoco_build import MUJOCO_NAMESPACE
+
+    parts = dataset_id.split("/")
+    if len(parts) != 3 or parts[0] != MUJOCO_NAMESPACE:
+        return None
+    return parts[1].rsplit("-", 1)[0]
+
+
 def _missing_message(spec: DatasetSpec) -> str:
     from dataset_recipes import datasets_root
 
     head = f"no local dataset {spec.dataset_id!r} under {datasets_root()}"
+    mujoco = _mujoco_benchmark(spec.dataset_id)
+    if mujoco is not None:
+        return (
+            f"{head}; a MuJoCo benchmark's data takes CPU-hours and the harness "
+            f"does not build it: run 'harmodt-recipes mujoco --benchmark {mujoco}' "
+            "(resumable) first"
+        )
     if spec.replay:
         return (
             f"{head}; a learner's replay data takes CPU-hours and the harness does "
@@ -211,14 +229,21 @@ def _build_dataset(
 
 def dataset_facts(minari_dataset: Any, data: MultiTaskDataset) -> dict[str, Any]:
     """What a cell records about its data (from the recipe metadata)."""
+    from dataset_recipes import schema
+
     metadata = dict(minari_dataset.storage.metadata)
     recipe = metadata.get("recipe") or {}
     recipe = dict(recipe) if isinstance(recipe, Mapping) else {}
+    env = metadata.get(schema.METADATA_ENV) or {}
+    counts = {data.num_episodes(t) for t in data.task_names}
     return {
         "suite": recipe.get("suite"),
-        "quality": recipe.get("quality"),
+        "quality": recipe.get("quality") or recipe.get("kind"),
         "recipe_seed": recipe.get("seed"),
-        "episodes_per_task": recipe.get("episodes_per_task"),
+        "episodes_per_task": recipe.get("episodes_per_task")
+        or (counts.pop() if len(counts) == 1 else None),
+        # what the table reports: MuJoCo tasks have no success signal
+        "measure": "return" if env.get("family") == "mujoco" else "success",
         "max_episode_steps": recipe.get("max_episode_steps"),
         "tasks": list(data.task_names),
         "episodes": int(sum(data.num_episodes(t) for t in data.task_names)),

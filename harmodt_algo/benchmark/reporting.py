@@ -54,8 +54,25 @@ def _fmt_time(seconds: float) -> str:
 
 
 def _task_success(group: Sequence[Cell], task: str) -> float:
-    """Mean over seeds of one task's success (%)."""
+    """Mean over seeds of one task's success (%), or of its return where the
+    dataset has no success signal."""
+    if _measure(group) == "return":
+        return float(np.mean([float(c["return"].get(task, np.nan)) for c in group]))
     return 100 * float(np.mean([float(c["success"].get(task, np.nan)) for c in group]))
+
+
+def _measure(group: Sequence[Cell]) -> str:
+    """``success`` (Meta-World) or ``return`` (a dataset without a success
+    signal: the MuJoCo recipes), as the cells' data facts say."""
+    facts = [c.get("dataset") or {} for c in group]
+    return "return" if any(f.get("measure") == "return" for f in facts) else "success"
+
+
+def _score(cell: Cell) -> float:
+    """A cell's number in the tables: success % or mean return over tasks."""
+    if _measure([cell]) == "return":
+        return float(cell["return_mean"])
+    return 100 * float(cell["success_mean"])
 
 
 def _table_head(first: str, labels: Sequence[str]) -> list[str]:
@@ -85,7 +102,9 @@ def _intro(cells: Sequence[Cell]) -> list[str]:
         f"evaluated by the same multi-task evaluator ({', '.join(map(str, episodes))} "
         "held-out goal(s) per task, the same goals for every method and seed). "
         f"Device: {', '.join(devices)}. `(n=k)` marks a cell with fewer seeds than "
-        "its column's most. Time: mean wall time per cell, train + evaluation.",
+        "its column's most. Time: mean wall time per cell, train + evaluation. "
+        "A column marked *(return)* is a dataset without a success signal (the "
+        "MuJoCo recipes): its numbers are the mean return over tasks.",
         "",
     ]
 
@@ -98,7 +117,7 @@ def _mean_std(values: Sequence[float]) -> str:
 
 def _success_entry(group: Sequence[Cell], most: int) -> str:
     """One method on one dataset: mean ± std over seeds, ``(n=k)`` if short."""
-    text = _mean_std([100 * float(c["success_mean"]) for c in group])
+    text = _mean_std([_score(c) for c in group])
     if len(group) < most:
         text += f" (n={len(group)})"
     return text
@@ -121,7 +140,15 @@ def _success_table(
     groups: Groups, columns: Sequence[_Column], methods: Sequence[str]
 ) -> list[str]:
     """The Table-1-shaped table: one row per method, one column per dataset."""
-    labels = [*[c.label for c in columns], "time / cell (train + eval)"]
+    marked = [
+        f"{c.label} *(return)*"
+        if any(
+            _measure(g) == "return" for (d, _), g in groups.items() if d == c.dataset_id
+        )
+        else c.label
+        for c in columns
+    ]
+    labels = [*marked, "time / cell (train + eval)"]
     lines = _table_head("method", labels)
     most = {
         c.dataset_id: max(
@@ -200,8 +227,10 @@ def _task_table(
     cells: Sequence[Cell], groups: Groups, column: _Column, methods: Sequence[str]
 ) -> list[str]:
     """One dataset's per-task success, mean over seeds."""
-    tasks = list((_first(cells, column.dataset_id).get("success") or {}).keys())
-    lines = ["", f"## Per-task success (%): {column.label}", ""]
+    first = _first(cells, column.dataset_id)
+    tasks = list((first.get("success") or {}).keys())
+    what = "return" if _measure([first]) == "return" else "success (%)"
+    lines = ["", f"## Per-task {what}: {column.label}", ""]
     lines += _table_head("method", tasks)
     for method in methods:
         group = groups.get((column.dataset_id, method), [])
@@ -378,7 +407,13 @@ def _unseen_entry(group: Sequence[Cell], name: str) -> tuple[str, str]:
     results = _adapted(group, name)
     if not results:
         return "n/a", "—"
-    text = _mean_std([100 * float(r["success_mean"]) for r in results])
+    by_return = _measure(group) == "return"
+    text = _mean_std(
+        [
+            float(r["return_mean"]) if by_return else 100 * float(r["success_mean"])
+            for r in results
+        ]
+    )
     if len(results) < len(group):
         text += f" (n={len(results)})"
     return text, _fmt_time(float(np.mean([r["adapt_time_s"] for r in results])))
@@ -400,11 +435,12 @@ def _unseen_intro(first: Cell, train_id: str, held_id: str) -> list[str]:
         "",
         f"## Unseen tasks: `{train_id}` → `{held_id}`",
         "",
-        f"Each trained model (the seen column: its success on the training tasks, "
+        "Each trained model (the seen column: its score on the training tasks, "
         f"as above) gets the {len(unseen['tasks'])} held-out tasks from the first "
         f"{unseen['demos_per_task']} episode(s) of each (`add_task`, on a copy), "
         f"then the same evaluator scores them (target return: {target}). Mean "
-        "success % over the held-out tasks, mean ± std (ddof 0) "
+        f"{'return' if _measure([first]) == 'return' else 'success %'} over the "
+        "held-out tasks, mean ± std (ddof 0) "
         f"over seeds; time: adaptation, mean per cell.{ref}",
         "",
     ]
@@ -435,9 +471,12 @@ def _unseen_table(cells: Sequence[Cell], methods: Sequence[str]) -> list[str]:
 
 
 def _unseen_task_table(cells: Sequence[Cell], methods: Sequence[str]) -> list[str]:
-    """Per held-out task success (%), mean over seeds."""
+    """Per held-out task success (%) or return, mean over seeds."""
     tasks = list(cells[0]["unseen"]["tasks"])
-    lines = ["", "### Per-task unseen success (%)", ""]
+    by_return = _measure(cells) == "return"
+    key, scale = ("return", 1.0) if by_return else ("success", 100.0)
+    what = "return" if by_return else "success (%)"
+    lines = ["", f"### Per-task unseen {what}", ""]
     lines += [
         "| method | adaptation | " + " | ".join(tasks) + " |",
         "|---|---|" + "---:|" * len(tasks),
@@ -447,8 +486,7 @@ def _unseen_task_table(cells: Sequence[Cell], methods: Sequence[str]) -> list[st
         if not results:
             continue
         values = [
-            f"{100 * float(np.mean([r['success'][t] for r in results])):.0f}"
-            for t in tasks
+            f"{scale * float(np.mean([r[key][t] for r in results])):.0f}" for t in tasks
         ]
         lines.append(f"| {_label(method)} | {name} | " + " | ".join(values) + " |")
     return lines

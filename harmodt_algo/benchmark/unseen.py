@@ -173,9 +173,12 @@ class HeldOutData:
     def data_success(self) -> dict[str, float] | None:
         """The dataset's own success rate per test task (recipe metadata): the
         reference a model's unseen success is read against."""
-        from dataset_recipes import stats_of
+        from dataset_recipes import schema, stats_of
 
-        stats = stats_of(dict(self.minari_dataset.storage.metadata))
+        metadata = dict(self.minari_dataset.storage.metadata)
+        if (metadata.get(schema.METADATA_ENV) or {}).get("family") == "mujoco":
+            return None  # no success signal (the MuJoCo recipes)
+        stats = stats_of(metadata)
         return {s.task: float(s.success_rate) for s in stats} or None
 
 

@@ -133,6 +133,16 @@ def test_replay_data_is_never_built_by_the_harness(
     assert not list(tmp_path.rglob("*.json"))
 
 
+def test_mujoco_data_is_never_built_by_the_harness(
+    minari_path: Path, tmp_path: Path
+) -> None:
+    spec = parse_dataset("harmodt-mujoco/ant-dir-test/expert-v0")
+    with pytest.raises(BenchmarkError) as info:
+        run_matrix("mtbc", [spec], [0], tmp_path, SETTINGS, build_missing=True)
+    assert "'harmodt-recipes mujoco --benchmark ant-dir'" in str(info.value)
+    assert not list(tmp_path.rglob("*.json"))
+
+
 def test_seeds_out_of_range_fail_before_any_work(
     minari_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

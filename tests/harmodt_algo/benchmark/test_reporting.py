@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,25 @@ def test_report_writes_table_csv_and_plots(matrix: Matrix, tmp_path: Path) -> No
 def test_report_of_an_empty_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(BenchmarkError, match="no finished cells"):
         report(tmp_path, tmp_path / "docs")
+
+
+def test_a_dataset_without_success_is_reported_by_its_return(
+    matrix: Matrix, tmp_path: Path
+) -> None:
+    # the matrix's cells, relabelled as if their data had no success signal
+    # (what dataset_facts records for a MuJoCo recipe)
+    out = tmp_path / "results"
+    for method in ("mtdt", "mtbc"):
+        cell = json.loads(matrix.cell(method).read_text())
+        cell["dataset"]["measure"] = "return"
+        cell["return_mean"] = 123.4 if method == "mtdt" else -5.0
+        cell["return"] = {t: cell["return_mean"] for t in cell["return"]}
+        path = out / matrix.cell(method).relative_to(matrix.out)
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(cell))
+    report(out, tmp_path / "docs", plots=False)
+    table = (tmp_path / "docs" / "benchmark.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| method"))
+    assert "*(return)*" in header
+    assert "| MTDT | 123.4 |" in table and "| MTBC | -5.0 |" in table
+    assert "## Per-task return:" in table and "Per-task success" not in table

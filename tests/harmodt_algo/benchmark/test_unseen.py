@@ -179,6 +179,28 @@ def test_the_report_has_an_unseen_table_only_for_held_out_cells(
     assert not (tmp_path / "plain" / "unseen.csv").exists()
 
 
+def test_a_held_out_dataset_without_success_is_tabled_by_its_return(
+    runs: Runs, tmp_path: Path
+) -> None:
+    # the cells relabelled as a MuJoCo recipe's data facts would say
+    out = tmp_path / "results"
+    for method in ("harmodt-f", "mtdt"):
+        cell = runs.cell(method)
+        cell["dataset"]["measure"] = "return"
+        for k, result in enumerate(cell["unseen"]["adapt"].values()):
+            result["return"] = {t: 100.0 + k for t in result["return"]}
+            result["return_mean"] = 100.0 + k
+        path = cell_path(out, runs.train_id, method, 0)
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(cell))
+    report(out, tmp_path / "docs", plots=False)
+    text = (tmp_path / "docs" / "benchmark.md").read_text()
+    assert "Mean return over the held-out tasks" in text
+    assert "| HarmoDT-F | tune | " in text and "| 101.0 |" in text
+    assert "### Per-task unseen return" in text
+    assert "| HarmoDT-F | tune | 101 | 101 |" in text
+
+
 def test_the_ml10_example_commands_and_table(runs: Runs) -> None:
     ml10 = runpy.run_path(str(ROOT / "examples" / "unseen_ml10.py"))
     seen: list[tuple[str, int]] = []
