@@ -29,11 +29,11 @@ from .replay import (
     LearnerFiles,
     ReplayDone,
     SACSettings,
+    commit_chunk,
     drop_later_chunks,
     fresh_learner,
     one_torch_thread,
     restore_learner,
-    save_learner,
     tenths,
 )
 from .rollout import EpisodeRecorder, EpisodeResult, _atomic_savez, chunk_arrays
@@ -195,11 +195,7 @@ def _run_chunk(job: MujocoJob, learner: Any, first: int, env: Any) -> None:
     arrays = chunk_arrays(episodes)
     arrays["eval_after_episodes"] = np.array(eval_after, np.int64)
     arrays["eval_return"] = np.array(eval_return, np.float64)
-    arrays["cpu_seconds"] = np.asarray(learner.cpu_seconds, np.float64)
-    job.chunk_path(first).parent.mkdir(parents=True, exist_ok=True)
-    _atomic_savez(job.chunk_path(first), arrays)
-    learner.episodes_done = first + count
-    save_learner(job, learner)
+    commit_chunk(job, learner, first, first + count, arrays)
 
 
 def _expert_rollouts(job: MujocoJob, learner: Any, env: Any) -> None:

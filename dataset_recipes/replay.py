@@ -555,8 +555,21 @@ def _run_chunk(
     )
     arrays["eval_after_episodes"] = np.array(eval_after, np.int64)
     arrays["eval_success"] = np.array(eval_success, np.float64)
+    commit_chunk(job, learner, first, first + count, arrays)
+
+
+def commit_chunk(
+    job: LearnerJob,
+    learner: Learner,
+    first: int,
+    done: int,
+    arrays: dict[str, np.ndarray],
+) -> None:
+    """A finished chunk's file (with the learner's CPU time so far), then the
+    checkpoint at ``done`` episodes: in that order, so a checkpoint never
+    points past its data."""
     arrays["cpu_seconds"] = np.asarray(learner.cpu_seconds, np.float64)
     job.chunk_path(first).parent.mkdir(parents=True, exist_ok=True)
     _atomic_savez(job.chunk_path(first), arrays)
-    learner.episodes_done = first + count
+    learner.episodes_done = done
     save_learner(job, learner)
