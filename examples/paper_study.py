@@ -259,10 +259,13 @@ def plot_trend(points: list[dict[str, Any]], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def _task_table(cells: list[dict[str, Any]], methods: list[str]) -> list[str]:
+def _task_table(
+    cells: list[dict[str, Any]], methods: list[str], variant: str = ""
+) -> list[str]:
     """Protocol (a) per task: the mean over seeds of each task's success."""
     tasks = sorted({t for c in cells for t in c["success"]})
-    lines = ["| task | " + " | ".join(METHOD_LABELS.get(m, m) for m in methods) + " |"]
+    names = [f"{METHOD_LABELS.get(m, m)} {variant}".strip() for m in methods]
+    lines = ["| task | " + " | ".join(names) + " |"]
     lines.append("|---|" + "---:|" * len(methods))
     for task in tasks:
         row = []
@@ -311,7 +314,10 @@ def tables(results: Path) -> str:
                 out += _table(rows) + [""]
                 out += ["Per task, protocol (a), mean over seeds (%):", ""]
                 methods = sorted({str(c["method"]) for c in cells})
-                out += _task_table(cells, methods if spec.variant else list(rows))
+                if spec.variant:
+                    out += _task_table(cells, methods, spec.variant)
+                else:
+                    out += _task_table(cells, list(rows))
                 out += [""]
     return "\n".join(out)
 
