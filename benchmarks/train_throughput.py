@@ -15,7 +15,12 @@ configured interval:
 ``t_mask / (interval · t_step + t_mask)``.
 
     python benchmarks/train_throughput.py                # 10 and 50 tasks
-    python benchmarks/train_throughput.py --tasks 10 --steps 100
+    python benchmarks/train_throughput.py --tasks 10 --steps 30
+    python benchmarks/train_throughput.py --tasks 10 --json  # rows as JSON
+
+Columns: the ratio to d3rlpy's DT and to the dense ``mtdt`` preset (what a
+mask costs), both from the same run. stdout holds the table (or, with
+``--json``, the JSON list) and nothing else; d3rlpy's warnings go to stderr.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ import harmodt_algo  # noqa: F401  (silences d3rlpy's gym notice first)
 # isort: split
 
 import argparse
+import json
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import d3rlpy
 import numpy as np
@@ -37,6 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harmodt_algo import PRESETS, HarmoDT, HarmoDTConfig, MultiTaskDataset
+from harmodt_algo._quiet import d3rlpy_warnings_only
 from harmodt_algo.fit_loop import step_seed, task_schedule_ids
 from harmodt_algo.options import parse_device
 
@@ -178,7 +187,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, nargs="+", default=[10, 50])
     add_size_arguments(parser)
-    parser.add_argument("--steps", type=int, default=10, help="steps per round")
+    parser.add_argument("--steps", type=int, default=30, help="steps per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--mask-repeats", type=int, default=2)
@@ -189,68 +198,37 @@ def main() -> None:
     parser.add_argument(
         "--bf16", action="store_true", help="also HarmoDT with precision=bf16"
     )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the rows as a JSON list, and nothing else",
+    )
     args = parser.parse_args()
     args.device = parse_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-
+    with d3rlpy_warnings_only(sys.stderr):  # stdout holds the table or JSON only
+        rows = [row for n in args.tasks for row in measure(n, args)]
+    if args.json:
+        print(json.dumps(rows))
+        return
     console = Console()
+    if not console.is_terminal:  # a file or pipe: one line per row, unwrapped
+        console = Console(width=140)
     table = Table(title="Training throughput (sequences/s, higher is better)")
-    for col in (
-        "tasks",
-        "method",
-        "seq/s",
-        "vs d3rlpy DT",
-        "mask update",
-        "share @interval",
-    ):
+    for col in COLUMNS:
         table.add_column(col, justify="right")
-    for num_tasks in args.tasks:
-        episodes = make_episodes(num_tasks, args.episodes_per_task, seed=num_tasks)
-        data = MultiTaskDataset.from_episodes(episodes)
-        variants: dict[str, dict[str, object]] = {
-            "HarmoDT round_robin (default)": {"task_schedule": "round_robin"},
-            "HarmoDT mixed": {"task_schedule": "mixed"},
-            "HarmoDT, no prompt": {"prompt_length": 0},
-            "MTDT preset (dense)": {
-                "mask_init": "dense",
-                "mask_interval": 0,
-                "prompt_length": 0,
-            },
-        }
-        for surgery in ("pcgrad", "cagrad"):  # one backward pass per task
-            variants[f"{surgery} preset (dense, mixed)"] = dict(PRESETS[surgery])
-        if args.bf16:
-            variants["HarmoDT round_robin, bf16"] = {"precision": "bf16"}
-        torch.manual_seed(0)
-        steps = {"d3rlpy DT (one-hot)": d3rlpy_dt_step(one_hot_buffer(episodes), args)}
-        algos = {}
-        for label, overrides in variants.items():
-            steps[label], algos[label] = harmodt_step(data, args, **overrides)
-        rates = interleaved_seq_per_s(steps, args)
-        ref = rates["d3rlpy DT (one-hot)"]
-        for label, rate in rates.items():
-            mask_cell = share_cell = "-"
-            algo = algos.get(label)
-            if (
-                algo is not None
-                and algo.config.uses_masks
-                and algo.config.mask_interval
-            ):
-                mask_s = mask_update_seconds(algo, data, args.mask_repeats)
-                interval = algo.config.mask_interval
-                t_step = args.batch_size / rate
-                share = mask_s / (interval * t_step + mask_s)
-                mask_cell = f"{mask_s * 1000:.0f} ms"
-                share_cell = f"{100 * share:.1f} % @{interval}"
-            table.add_row(
-                str(num_tasks),
-                label,
-                f"{rate:.0f}",
-                f"{rate / ref:.2f}",
-                mask_cell,
-                share_cell,
-            )
+    for row in rows:
+        share = row["mask_update_share"]
+        table.add_row(
+            str(row["tasks"]),
+            row["method"],
+            f"{row['seq_per_s']:.0f}",
+            f"{row['vs_d3rlpy_dt']:.2f}",
+            f"{row['vs_mtdt']:.2f}",
+            "-" if share is None else f"{row['mask_update_ms']:.0f} ms",
+            "-" if share is None else f"{100 * share:.1f} % @{row['mask_interval']}",
+        )
     console.print(table)
     console.print(
         f"batch {args.batch_size}, context {args.context}, embed {args.embed}, "
@@ -258,6 +236,65 @@ def main() -> None:
         f"median of {args.rounds} interleaved rounds x {args.steps} steps, "
         f"torch threads {torch.get_num_threads()}, device {args.device or 'cpu'}"
     )
+
+
+COLUMNS = (
+    "tasks",
+    "method",
+    "seq/s",
+    "vs d3rlpy DT",
+    "vs mtdt",
+    "mask update",
+    "share @interval",
+)
+REFERENCE = "d3rlpy DT (one-hot)"
+MTDT = "MTDT preset (dense)"
+
+
+def measure(num_tasks: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per method at ``num_tasks``: sequences/s, the ratios to d3rlpy's
+    DT and to the dense ``mtdt`` preset (same run), and for a masked method
+    the mask update's cost and share of training time at its interval."""
+    episodes = make_episodes(num_tasks, args.episodes_per_task, seed=num_tasks)
+    data = MultiTaskDataset.from_episodes(episodes)
+    variants: dict[str, dict[str, object]] = {
+        "HarmoDT round_robin (default)": {"task_schedule": "round_robin"},
+        "HarmoDT mixed": {"task_schedule": "mixed"},
+        "HarmoDT, no prompt": {"prompt_length": 0},
+        MTDT: {"mask_init": "dense", "mask_interval": 0, "prompt_length": 0},
+    }
+    for surgery in ("pcgrad", "cagrad"):  # one backward pass per task
+        variants[f"{surgery} preset (dense, mixed)"] = dict(PRESETS[surgery])
+    if args.bf16:
+        variants["HarmoDT round_robin, bf16"] = {"precision": "bf16"}
+    torch.manual_seed(0)
+    steps = {REFERENCE: d3rlpy_dt_step(one_hot_buffer(episodes), args)}
+    algos = {}
+    for label, overrides in variants.items():
+        steps[label], algos[label] = harmodt_step(data, args, **overrides)
+    rates = interleaved_seq_per_s(steps, args)
+    rows = []
+    for label, rate in rates.items():
+        row: dict[str, Any] = {
+            "tasks": num_tasks,
+            "method": label,
+            "seq_per_s": rate,
+            "vs_d3rlpy_dt": rate / rates[REFERENCE],
+            "vs_mtdt": rate / rates[MTDT],
+            "mask_update_ms": None,
+            "mask_update_share": None,
+            "mask_interval": None,
+        }
+        algo = algos.get(label)
+        if algo is not None and algo.config.uses_masks and algo.config.mask_interval:
+            mask_s = mask_update_seconds(algo, data, args.mask_repeats)
+            interval = algo.config.mask_interval
+            t_step = args.batch_size / rate
+            row["mask_update_ms"] = 1000 * mask_s
+            row["mask_update_share"] = mask_s / (interval * t_step + mask_s)
+            row["mask_interval"] = interval
+        rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":
