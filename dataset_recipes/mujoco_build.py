@@ -54,7 +54,7 @@ from .mujoco_learner import (
     run_mujoco_job,
     task_name,
 )
-from .mujoco_tasks import BENCHMARKS, benchmark_tasks
+from .mujoco_tasks import BENCHMARKS, benchmark_tasks, eval_reset_seed
 from .replay import EVAL_EPISODES, ReplayDone, SACSettings, learners_interrupted
 from .running import mp_context, positive_int, progress_bar
 
@@ -333,7 +333,8 @@ def env_metadata(benchmark: str, seed: int, tasks: Sequence[int]) -> dict[str, A
         "max_episode_steps": EPISODE_STEPS,
         "seed": seed,
         "eval_reset_seed_rule": (
-            f"held-out episode j resets with seed 1000000 * ({seed} + 1) + j"
+            f"held-out episode j resets with seed {eval_reset_seed(seed, 0)} + j "
+            "(dataset_recipes.mujoco_tasks.eval_reset_seed)"
         ),
         "tasks": {
             task_name(benchmark, t): {

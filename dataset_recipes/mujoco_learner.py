@@ -7,8 +7,10 @@ model with the task's reward (:mod:`dataset_recipes.mujoco_envs`), seeded on
 reset, with episodes that may terminate (Ant-dir) and no success signal.
 
 Seeds: training episode ``i`` of a task resets with a seed drawn from
-``(seed, task, i)``; the held-out episodes (greedy evaluations, reference
-scores, the evaluator) reset with :func:`eval_reset_seed`.
+``(seed, task, i)``, and the expert rollouts continue that stream (episodes
+``N``, ``N + 1``, ... of an ``N``-episode learner); the held-out episodes
+(greedy evaluations, reference scores, the evaluator) reset with
+:func:`eval_reset_seed`.
 """
 
 from __future__ import annotations
