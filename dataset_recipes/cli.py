@@ -119,7 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
     mujoco.add_argument(
         "--env-steps-per-task",
         type=int,
-        help="each learner's budget, a multiple of 200 (default: 40000 for "
+        help="each learner's budget, a multiple of 200 (default: 35000 for "
         "cheetah-vel, 100000 for cheetah-dir and ant-dir)",
     )
     mujoco.add_argument(

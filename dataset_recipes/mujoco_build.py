@@ -71,11 +71,13 @@ __all__ = [
 MUJOCO_NAMESPACE = "harmodt-mujoco"
 #: Bump when a change to the learner or its loop changes the recorded arrays.
 MUJOCO_RECIPE_VERSION = 1
-#: Default learner budget per task (env steps), sized so that Cheetah-vel
-#: and Cheetah-dir build in about 8 CPU-hours together on this project's
-#: 2-core machines (docs/recipes.md); Ant-dir's is for a subset of its tasks.
+#: Default learner budget per task (env steps), sized from the learner's
+#: measured speed (about 0.47 CPU-hours per 100,000 steps on HalfCheetah,
+#: 0.44 on Ant: ``benchmarks/sac_throughput.py --mujoco``) so that
+#: Cheetah-vel (40 tasks) and Cheetah-dir (2) build in about 7.5 CPU-hours
+#: together; Ant-dir's 100,000 is for a subset of its 50 tasks (docs/recipes.md).
 DEFAULT_ENV_STEPS: dict[str, int] = {
-    "cheetah-vel": 40_000,
+    "cheetah-vel": 35_000,
     "cheetah-dir": 100_000,
     "ant-dir": 100_000,
 }
