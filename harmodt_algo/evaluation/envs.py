@@ -79,14 +79,15 @@ class _EnvShard:
         self._current: list[gym.Env[Any, Any]] = []
         self._obs: F64 = np.zeros((0, 0))
         env_meta = metadata[schema.METADATA_ENV]
-        # a MuJoCo recipe's held-out episode i resets with a seed, not a goal
-        self._reset_seeds: int | None = (
+        # a MuJoCo recipe's seed: its held-out episode g resets with
+        # eval_reset_seed(seed, g) instead of setting a goal
+        self._mujoco_seed: int | None = (
             int(env_meta["seed"]) if env_meta.get("family") == "mujoco" else None
         )
 
     def _env(self, task: str, k: int) -> gym.Env[Any, Any]:
         envs = self._envs.setdefault(task, [])
-        if self._reset_seeds is not None:  # MuJoCo: the task's env, seeded on reset
+        if self._mujoco_seed is not None:  # MuJoCo: the task's env, seeded on reset
             while len(envs) <= k:
                 envs.append(make_env(self._metadata, task))
             return envs[k]
@@ -117,8 +118,8 @@ class _EnvShard:
         for task, goal in episodes:
             env = self._env(task, used[task])
             used[task] += 1
-            if self._reset_seeds is not None:
-                obs, _ = env.reset(seed=eval_reset_seed(self._reset_seeds, goal))
+            if self._mujoco_seed is not None:
+                obs, _ = env.reset(seed=eval_reset_seed(self._mujoco_seed, goal))
                 first.append(np.asarray(obs, np.float64))
                 self._current.append(env)
                 continue
