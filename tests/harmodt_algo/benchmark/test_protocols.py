@@ -29,17 +29,11 @@ from harmodt_algo.benchmark import BenchmarkError, BenchmarkSettings, cell_path,
 from harmodt_algo.benchmark.protocols import protocol_rows
 from harmodt_algo.evaluation.envs import goal_indices
 
-ROOT = Path(__file__).resolve().parents[3]
+from ._matrix import OVERRIDES, ROOT
+
 COMMITTED = ROOT / "docs" / "benchmarks" / "study-20k"
 TASKS = ("reach-v3", "button-press-topdown-v3")
-MTDT = {
-    "embed_size": 32,
-    "num_layers": 1,
-    "num_heads": 2,
-    "context_size": 5,
-    "batch_size": 8,
-    "max_timestep": 100,
-}
+MTDT = OVERRIDES["mtdt"]  # the harness tests' tiny transformer
 
 
 # ------------------------------------------------------------- a real cell
