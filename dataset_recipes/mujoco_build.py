@@ -50,7 +50,6 @@ from .mujoco_learner import (
     REF_RANDOM_EPISODES,
     MujocoJob,
     env_sizes,
-    make_task_env,
     run_mujoco_job,
     task_name,
 )
@@ -421,10 +420,9 @@ def _write(
             with np.load(path) as z:
                 rs.append(z["returns"])
         returns[f.name] = np.concatenate(rs)
-    env = make_task_env(plan.benchmark, 0)
-    obs_space = gym.spaces.Box(-np.inf, np.inf, env.observation_space.shape, np.float32)
-    act_space = gym.spaces.Box(-1.0, 1.0, env.action_space.shape, np.float32)
-    env.close()
+    obs_size, act_size = env_sizes(plan.benchmark)
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (obs_size,), np.float32)
+    act_space = gym.spaces.Box(-1.0, 1.0, (act_size,), np.float32)
     task_indices = [int(f.name.rsplit("-", 1)[1]) for f in facts]
     env_meta = env_metadata(plan.benchmark, plan.seed, task_indices)
     refs = {
