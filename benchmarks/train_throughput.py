@@ -17,6 +17,7 @@ configured interval:
     python benchmarks/train_throughput.py                # 10 and 50 tasks
     python benchmarks/train_throughput.py --tasks 10 --steps 30
     python benchmarks/train_throughput.py --tasks 10 --json  # rows as JSON
+    python benchmarks/train_throughput.py --no-surgery   # without pcgrad/cagrad
 
 Columns: the ratio to d3rlpy's DT and to the dense ``mtdt`` preset (what a
 mask costs), both from the same run. stdout holds the table (or, with
@@ -199,6 +200,12 @@ def main() -> None:
         "--bf16", action="store_true", help="also HarmoDT with precision=bf16"
     )
     parser.add_argument(
+        "--no-surgery",
+        dest="surgery",
+        action="store_false",
+        help="leave out the pcgrad and cagrad rows (one backward per task: slow)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print the rows as a JSON list, and nothing else",
@@ -261,9 +268,14 @@ def measure(num_tasks: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         "HarmoDT round_robin (default)": {"task_schedule": "round_robin"},
         "HarmoDT mixed": {"task_schedule": "mixed"},
         "HarmoDT, no prompt": {"prompt_length": 0},
+        # the mixed path's mask cost without the prompt's extra tokens
+        "HarmoDT mixed, no prompt": {"task_schedule": "mixed", "prompt_length": 0},
         MTDT: {"mask_init": "dense", "mask_interval": 0, "prompt_length": 0},
+        # running-mean task gradients: the mask update needs no backward pass
+        "HarmoDT+ preset (accumulated)": dict(PRESETS["harmodt-plus"]),
     }
-    for surgery in ("pcgrad", "cagrad"):  # one backward pass per task
+    for surgery in ("pcgrad", "cagrad") if args.surgery else ():
+        # one backward pass per task
         variants[f"{surgery} preset (dense, mixed)"] = dict(PRESETS[surgery])
     if args.bf16:
         variants["HarmoDT round_robin, bf16"] = {"precision": "bf16"}

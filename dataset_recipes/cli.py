@@ -228,12 +228,17 @@ def _cmd_replay(args: argparse.Namespace, out: Console) -> int:
         out.print(Markdown(f"# {ds.dataset_id}"))
         print_card(out, ds.card, list(ds.stats), None)
         say(out, f"path: {ds.path}")
+    _say_learners_cost(out, len(result.tasks), result.env_steps_per_task, result)
+    return 0
+
+
+def _say_learners_cost(out: Console, learners: int, steps: int, result: Any) -> None:
+    """What SAC learners cost: ``result`` has ``cpu_seconds`` and ``seconds``."""
     say(
         out,
-        f"{len(result.tasks)} learner(s), {result.env_steps_per_task:,} env steps "
-        f"each: {result.cpu_seconds / 3600:.2f} CPU-hours, {result.seconds:.1f} s",
+        f"{learners} learner(s), {steps:,} env steps each: "
+        f"{result.cpu_seconds / 3600:.2f} CPU-hours, {result.seconds:.1f} s",
     )
-    return 0
 
 
 def _cmd_metaworld(args: argparse.Namespace, out: Console) -> int:
@@ -284,11 +289,7 @@ def _cmd_mujoco(args: argparse.Namespace, out: Console) -> int:
     )
     for (kind, split), path in result.datasets.items():
         say(out, f"{kind} {split}: {path}")
-    say(
-        out,
-        f"{len(result.expert_returns)} learner(s), {steps:,} env steps each: "
-        f"{result.cpu_seconds / 3600:.2f} CPU-hours, {result.seconds:.1f} s",
-    )
+    _say_learners_cost(out, len(result.expert_returns), steps, result)
     return 0
 
 

@@ -481,7 +481,7 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             old = mask_ops.flatten_masks(masks.as_dict(), self._names)
             new, harmony = self.propose_masks(grads, valid, swap_counts, generator)
             masks.assign(mask_ops.unflatten_masks(new, self._shapes, self._names))
-            dropped = (old & ~new).sum(dim=1)  # (T,)
+            dropped = torch.count_nonzero(old & ~new, dim=1)  # (T,)
             masks.changed += dropped.to(masks.changed.device)
             unit = torch.nn.functional.normalize(grads[valid], dim=1)
             cos = unit @ unit.T  # (V, V)
@@ -489,8 +489,11 @@ class HarmoDTImpl(TransformerAlgoImplBase):
             off = ~torch.eye(num_valid, dtype=torch.bool, device=cos.device)
             conflict = float(cos[off].mean()) if num_valid > 1 else 1.0
             return {
-                "mask_changed": float((new != old).sum()),
-                "harmony_mean": float(harmony[old].mean()),
+                "mask_changed": float(torch.count_nonzero(new != old)),
+                # a masked sum, not harmony[old]: no (T, N) gather
+                "harmony_mean": float(
+                    torch.where(old, harmony, 0.0).sum() / torch.count_nonzero(old)
+                ),
                 "grad_cosine": conflict,
                 "mask_density": float(new.float().mean()),
             }

@@ -505,8 +505,9 @@ def drop_and_grow(
         if protected.shape != (n,) or protected.dtype != torch.bool:
             raise ValueError(f"protected must be a ({n},) bool tensor")
         droppable = masks & ~protected.to(device).unsqueeze(0)  # (T, N)
-    n_active = masks.sum(dim=1)  # (T,)
-    n_droppable = droppable.sum(dim=1)  # (T,)
+    # count_nonzero: a bool .sum() would first copy (T, N) to int64
+    n_active = torch.count_nonzero(masks, dim=1)  # (T,)
+    n_droppable = torch.count_nonzero(droppable, dim=1)  # (T,)
     grow_from = ~masks  # (T, N): inactive before this update
     if growable is None:
         k_t = torch.minimum(torch.minimum(k_t, n_droppable), n - n_active)  # (T,)
@@ -516,7 +517,7 @@ def drop_and_grow(
             raise ValueError(f"growable must be a ({n},) bool tensor")
         grow_from = grow_from & growable.to(device).unsqueeze(0)  # (T, N)
         k_t = torch.minimum(k_t, n_droppable)  # (T,)
-        k_grow = torch.minimum(k_t, grow_from.sum(dim=1))  # (T,)
+        k_grow = torch.minimum(k_t, torch.count_nonzero(grow_from, dim=1))  # (T,)
     k_max = int(k_t.max()) if num_tasks > 0 else 0
     if k_max == 0:
         return masks.clone()

@@ -250,7 +250,10 @@ class BatchWeights:
     param-shaped and serve every row (one task, or dense masks: the cost of an
     unmasked step); otherwise they are ``(U, *shape)``. ``grouped`` means the
     sequences are sorted by task in equal-sized groups, so layers use the U
-    task weights directly instead of gathering a copy per sequence.
+    task weights directly instead of gathering a copy per sequence. ``counts``
+    (host ints, one per distinct task) says the sequences are sorted by task
+    in groups of those sizes (the mixed sampler's order), so the per-task
+    rows are contiguous slices with no gather.
     """
 
     tensors: Mapping[str, torch.Tensor]
@@ -258,6 +261,7 @@ class BatchWeights:
     inverse: torch.Tensor  # (B,)
     shared: bool
     grouped: bool = False
+    counts: tuple[int, ...] | None = None
 
     def for_tasks(self, name: str) -> torch.Tensor:
         """Weights per distinct task: param-shaped if shared, else (U, *shape)."""
@@ -290,18 +294,25 @@ class BatchWeights:
         if not self.by_task_rows:
             return _linear(x, self.for_sequences(prefix + "weight"),
                            self.for_sequences(prefix + "bias"))  # fmt: skip
+        # unbind, not w[u]: one stack in backward instead of a full-size zero
+        # fill and add per task
+        ws, bs = w.unbind(0), b.unbind(0)
+        if self.counts is not None:  # sorted already: slices, no gathers
+            groups = torch.split(x, list(self.counts))
+            return torch.cat([F.linear(g, ws[u], bs[u]) for u, g in enumerate(groups)])
         # one gather into task order, contiguous slices per task, one back:
         # a per-task gather would cost a full-size zero fill each in backward
         perm, counts, back = self.task_rows
         groups = torch.split(x.index_select(0, perm), counts)
-        parts = [F.linear(g, w[u], b[u]) for u, g in enumerate(groups)]
+        parts = [F.linear(g, ws[u], bs[u]) for u, g in enumerate(groups)]
         return torch.cat(parts).index_select(0, back)  # (B, ..., out), batch order
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskLayout:
     """Which tasks a batch holds: distinct ids (U,), each sequence's row of
-    them (B,), and whether the batch is sorted into equal task groups.
+    them (B,), whether the batch is sorted into equal task groups, and, when it
+    is sorted by task at all, the size of each task's group.
 
     Computed on the host from the sampler's NumPy ids (:meth:`from_ids`), so
     the training step needs no device-to-host sync to learn its own shape.
@@ -310,19 +321,19 @@ class TaskLayout:
     unique: torch.Tensor  # (U,)
     inverse: torch.Tensor  # (B,)
     grouped: bool
+    counts: tuple[int, ...] | None = None  # per distinct task, if sorted
 
     @staticmethod
     def from_ids(ids: Any, device: torch.device | str) -> TaskLayout:
         unique, inverse, counts = np.unique(
             np.asarray(ids), return_inverse=True, return_counts=True
         )
-        grouped = bool((counts == counts[0]).all()) and bool(
-            np.all(np.diff(inverse) >= 0)
-        )
+        ordered = bool(np.all(np.diff(inverse.reshape(-1)) >= 0))
         return TaskLayout(
             torch.as_tensor(unique, dtype=torch.long, device=device),
             torch.as_tensor(inverse.reshape(-1), dtype=torch.long, device=device),
-            grouped,
+            ordered and bool((counts == counts[0]).all()),
+            tuple(int(c) for c in counts) if ordered else None,
         )
 
 
@@ -335,18 +346,14 @@ def effective_weights(
     """θ ⊙ M_t for the tasks of a batch (``masks=None``: dense, θ itself).
 
     One task in the batch → param-shaped tensors; several → ``(U, *shape)``
-    per distinct task, applied with one batched matmul per layer (grouped when
-    the batch is sorted into equal task groups), never a Python loop over tasks.
-    Without a host-computed ``layout`` it is derived on the device (a sync).
+    per distinct task, applied with one batched matmul per layer when the batch
+    is sorted into equal task groups, else one matmul per task on its rows.
+    Without a host-computed ``layout`` it is derived from the ids copied to the
+    host (a sync on an accelerator).
     """
     if layout is None:
-        unique, inverse = torch.unique(task_ids, return_inverse=True)  # (U,), (B,)
-        counts = torch.bincount(inverse, minlength=unique.numel())  # (U,)
-        grouped = bool((counts == counts[0]).all()) and bool(
-            (inverse[1:] >= inverse[:-1]).all()
-        )
-    else:
-        unique, inverse, grouped = layout.unique, layout.inverse, layout.grouped
+        layout = TaskLayout.from_ids(task_ids.cpu().numpy(), task_ids.device)
+    unique, inverse = layout.unique, layout.inverse  # (U,), (B,)
     if masks is None:
         return BatchWeights(dict(params), unique, inverse, shared=True)
     if unique.numel() == 1:
@@ -357,7 +364,10 @@ def effective_weights(
         name: p.unsqueeze(0) * masks.get(name)[unique]  # (U, *shape)
         for name, p in params.items()
     }
-    return BatchWeights(tensors, unique, inverse, shared=False, grouped=grouped)
+    return BatchWeights(
+        tensors, unique, inverse, shared=False, grouped=layout.grouped,
+        counts=layout.counts,
+    )  # fmt: skip
 
 
 class MaskedDecisionTransformer(nn.Module):

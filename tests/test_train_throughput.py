@@ -43,6 +43,13 @@ def test_json_rows_and_nothing_else_on_stdout() -> None:
     # masked methods carry the mask update's share, dense ones do not
     assert 0 < by["HarmoDT mixed"]["mask_update_share"] < 1
     assert by["MTDT preset (dense)"]["mask_update_share"] is None
+    assert "HarmoDT mixed, no prompt" in by and "pcgrad preset (dense, mixed)" in by
+
+
+def test_no_surgery_leaves_out_the_gradient_surgery_rows() -> None:
+    methods = {r["method"] for r in json.loads(_run("--json", "--no-surgery").stdout)}
+    assert "HarmoDT mixed" in methods
+    assert not any("pcgrad" in m or "cagrad" in m for m in methods)
 
 
 def test_the_table_has_both_ratio_columns() -> None:
