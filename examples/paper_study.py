@@ -18,7 +18,10 @@ Parts, most telling first: ``replay`` (MT5 sub-optimal-replay: build it first
 with ``harmodt-recipes metaworld --suite MT5 --quality replay``), ``mt5``
 (scripted MT5 sub-optimal), ``mt30`` (MT30 near-optimal; its budget from
 ``probe``, MTDT's learning curve), ``trend`` (two sizes x two budgets on the
-replay data, three methods, three seeds). Cells resume
+replay data, three methods, three seeds); and two parts tabled beside the
+replay cells they pair with: ``noprompt`` (HarmoDT-F in the release's regime
+without its prompt) and ``shared`` (HarmoDT+ with the release's per-task
+update masks on the shared layers). Cells resume
 (``results/paper-study/<part>``): run it in session-sized parts.
 """
 
@@ -71,10 +74,12 @@ class Part:
     points: tuple[tuple[Size, int], ...]  # (size, steps)
     episodes_per_task: int = 100
     options: tuple[str, ...] = ()  # further --set options of every cell
-    #: a variant of another part's methods: its name in tables, and the part
-    #: whose cells (same data, size and seeds) it pairs with
-    variant: str = ""
+    #: a part tabled beside another's cells (same data, size and seeds): the
+    #: part it pairs with, that part's methods shown (and compared) beside it,
+    #: and, for a variant of a method, the words added to its name
     paired_with: str = ""
+    paired_methods: tuple[str, ...] = ()
+    variant: str = ""
 
 
 PARTS: dict[str, Part] = {
@@ -97,8 +102,20 @@ PARTS: dict[str, Part] = {
         SEEDS,
         ((SMALL, 10_000),),
         options=("prompt_length=0",),
-        variant="without its prompt",
         paired_with="replay",
+        paired_methods=("harmodt-f-paper",),
+        variant="without its prompt",
+    ),
+    # Whether HarmoDT+ gains from the release's per-task update masks on the
+    # shared layers (where the audit found each task's gradient opposing the
+    # others' early in training): HarmoDT+ with them, beside HarmoDT+.
+    "shared": Part(
+        "metaworld-v3/mt5/sub-optimal-replay-v0",
+        ("harmodt-plus-shared",),
+        SEEDS,
+        ((SMALL, 10_000),),
+        paired_with="replay",
+        paired_methods=("harmodt-plus",),
     ),
     "trend": Part(
         "metaworld-v3/mt5/sub-optimal-replay-v0",
@@ -170,8 +187,10 @@ def _mean(values: dict[int, float]) -> str:
     return f"{sum(values.values()) / len(values):.1f}"
 
 
-def _table(rows: dict[str, ProtocolRow]) -> list[str]:
-    refs = [r for r in REFERENCES if r in rows]
+def _table(
+    rows: dict[str, ProtocolRow], references: Sequence[str] = REFERENCES
+) -> list[str]:
+    refs = [r for r in references if r in rows]
     head = "| method | seeds | (a) final % | (b) best % | b − a |"
     head += "".join(f" Δ(a) vs {r} | Δ(b) vs {r} |" for r in refs)
     lines = [head, "|---|---:|---:|---:|---:|" + "---:|---:|" * len(refs)]
@@ -191,18 +210,17 @@ def _table(rows: dict[str, ProtocolRow]) -> list[str]:
     return lines
 
 
-def _variant_rows(
+def _paired_rows(
     results: Path, spec: Part, size: Size, steps: int, rows: dict[str, ProtocolRow]
 ) -> dict[str, ProtocolRow]:
-    """A variant's rows, named as such, beside the rows of the part it pairs
-    with (the method it varies and the references)."""
+    """A paired part's rows (named with its variant's words) beside the rows
+    of the part it pairs with (the methods it is compared with and the
+    references)."""
     paired = _rows(
         results / spec.paired_with / Path(_out(spec.paired_with, size, steps)).name
     )
-    shown = {
-        f"{METHOD_LABELS.get(m, m)} {spec.variant}": row for m, row in rows.items()
-    }
-    for method in (*spec.methods, *REFERENCES):
+    shown = {_name(m, spec.variant): row for m, row in rows.items()}
+    for method in (*spec.paired_methods, *REFERENCES):
         if method in paired:
             shown[method] = paired[method]
     return shown
@@ -259,12 +277,17 @@ def plot_trend(points: list[dict[str, Any]], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _name(method: str, variant: str = "") -> str:
+    """A method's label in tables, with a variant's words."""
+    return f"{METHOD_LABELS.get(method, method)} {variant}".strip()
+
+
 def _task_table(
     cells: list[dict[str, Any]], methods: list[str], variant: str = ""
 ) -> list[str]:
     """Protocol (a) per task: the mean over seeds of each task's success."""
     tasks = sorted({t for c in cells for t in c["success"]})
-    names = [f"{METHOD_LABELS.get(m, m)} {variant}".strip() for m in methods]
+    names = [_name(m, variant) for m in methods]
     lines = ["| task | " + " | ".join(names) + " |"]
     lines.append("|---|" + "---:|" * len(methods))
     for task in tasks:
@@ -306,15 +329,17 @@ def tables(results: Path) -> str:
             if rows:
                 cells = load_cells(folder)
                 title = f"## {spec.dataset}, {size.name}, {steps:,} steps"
-                if spec.variant:
-                    rows = _variant_rows(results, spec, size, steps, rows)
-                    title += f": {METHOD_LABELS[spec.methods[0]]} {spec.variant}"
+                refs: tuple[str, ...] = REFERENCES
+                if spec.paired_with:
+                    rows = _paired_rows(results, spec, size, steps, rows)
+                    title += f": {_name(spec.methods[0], spec.variant)}"
+                    refs = (*REFERENCES, *spec.paired_methods)
                 out += [title, ""]
                 out += [_cost(cells), ""]
-                out += _table(rows) + [""]
+                out += _table(rows, refs) + [""]
                 out += ["Per task, protocol (a), mean over seeds (%):", ""]
                 methods = sorted({str(c["method"]) for c in cells})
-                if spec.variant:
+                if spec.paired_with:
                     out += _task_table(cells, methods, spec.variant)
                 else:
                     out += _task_table(cells, list(rows))

@@ -438,3 +438,32 @@ def test_the_ablation_study_commands_and_tables(tmp_path: Path) -> None:
     text = study["table"](tmp_path / "abl", tmp_path / "study")
     (row,) = [line for line in text.splitlines() if line.startswith("| PCGrad |")]
     assert "| 2 | 52.5 | +7.5 [" in row and row.endswith("| — |")
+
+
+def test_a_paired_part_compares_with_the_paired_method(tmp_path: Path) -> None:
+    """``shared`` (HarmoDT+ with shared-layer update masks) is tabled beside
+    the replay part's HarmoDT+ with a paired gap to it."""
+    import runpy
+
+    root = Path(__file__).resolve().parents[3]
+    study = runpy.run_path(str(root / "examples" / "paper_study.py"))
+    spec = study["PARTS"]["shared"]
+    assert spec.paired_with == "replay" and spec.paired_methods == ("harmodt-plus",)
+    for part, method, finals in (
+        ("replay", "mtdt", (0.2, 0.3)),
+        ("replay", "harmodt-plus", (0.3, 0.4)),
+        ("shared", "harmodt-plus-shared", (0.5, 0.5)),
+    ):
+        for seed, final in enumerate(finals):
+            cell = _cell(method, seed, final, [final])
+            folder = tmp_path / part / "64x2-10k" / DATASET.replace("/", "__")
+            path = folder / method / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cell))
+    label = study["METHOD_LABELS"]["harmodt-plus-shared"]
+    section = study["tables"](tmp_path).split(f": {label}\n")[1]
+    head = next(line for line in section.splitlines() if line.startswith("| method"))
+    assert "Δ(a) vs harmodt-plus" in head
+    row = next(line for line in section.splitlines() if line.startswith(f"| {label} "))
+    # paired gaps over seeds 0, 1: vs MTDT +30, +20; vs HarmoDT+ +20, +10
+    assert "| +25.0 [" in row and "| +15.0 [" in row
