@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -298,14 +298,23 @@ class BatchWeights:
         # fill and add per task
         ws, bs = w.unbind(0), b.unbind(0)
         if self.counts is not None:  # sorted already: slices, no gathers
-            groups = torch.split(x, list(self.counts))
-            return torch.cat([F.linear(g, ws[u], bs[u]) for u, g in enumerate(groups)])
+            return _per_task_linear(x, ws, bs, self.counts)
         # one gather into task order, contiguous slices per task, one back:
         # a per-task gather would cost a full-size zero fill each in backward
         perm, counts, back = self.task_rows
-        groups = torch.split(x.index_select(0, perm), counts)
-        parts = [F.linear(g, ws[u], bs[u]) for u, g in enumerate(groups)]
-        return torch.cat(parts).index_select(0, back)  # (B, ..., out), batch order
+        y = _per_task_linear(x.index_select(0, perm), ws, bs, counts)
+        return y.index_select(0, back)  # (B, ..., out), batch order
+
+
+def _per_task_linear(
+    x: torch.Tensor,  # (B, ..., in), sorted by task
+    ws: Sequence[torch.Tensor],  # U x (out, in)
+    bs: Sequence[torch.Tensor],  # U x (out,)
+    counts: Sequence[int],  # (U,) rows of each task, in order
+) -> torch.Tensor:
+    """Each task's contiguous rows through its own weights: (B, ..., out)."""
+    groups = torch.split(x, list(counts))
+    return torch.cat([F.linear(g, ws[u], bs[u]) for u, g in enumerate(groups)])
 
 
 @dataclasses.dataclass(frozen=True)
