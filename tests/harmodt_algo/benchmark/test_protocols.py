@@ -363,6 +363,18 @@ def test_the_paper_study_table_pairs_both_protocols(tmp_path: Path) -> None:
     assert per_task[2] == "| task | HarmoDT-F (release regime) | MTDT |"
 
 
+def _write_study_cells(root: Path, *parts: tuple[str, str, tuple[float, ...]]) -> None:
+    """(part, method, final success per seed) as paper-study cells at 64x2-10k
+    (each with one curve point, its final value)."""
+    for part, method, finals in parts:
+        for seed, final in enumerate(finals):
+            cell = _cell(method, seed, final, [final])
+            folder = root / part / "64x2-10k" / DATASET.replace("/", "__")
+            path = folder / method / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cell))
+
+
 def test_a_variant_part_is_tabled_beside_the_cells_it_pairs_with(
     tmp_path: Path,
 ) -> None:
@@ -372,17 +384,12 @@ def test_a_variant_part_is_tabled_beside_the_cells_it_pairs_with(
     study = runpy.run_path(str(root / "examples" / "paper_study.py"))
     spec = study["PARTS"]["noprompt"]
     assert spec.paired_with == "replay" and "prompt_length=0" in spec.options
-    for part, method, finals in (
+    _write_study_cells(
+        tmp_path,
         ("replay", "mtdt", (0.2, 0.3)),
         ("replay", "harmodt-f-paper", (0.1, 0.2)),
         ("noprompt", "harmodt-f-paper", (0.4, 0.5)),
-    ):
-        for seed, final in enumerate(finals):
-            cell = _cell(method, seed, final, [final])
-            folder = tmp_path / part / "64x2-10k" / DATASET.replace("/", "__")
-            path = folder / method / f"seed{seed}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(cell))
+    )
     text = study["tables"](tmp_path).split("without its prompt\n")[1]
     rows = [line for line in text.splitlines() if line.startswith("| HarmoDT-F")]
     variant, paired = rows[0], rows[1]
@@ -449,17 +456,12 @@ def test_a_paired_part_compares_with_the_paired_method(tmp_path: Path) -> None:
     study = runpy.run_path(str(root / "examples" / "paper_study.py"))
     spec = study["PARTS"]["shared"]
     assert spec.paired_with == "replay" and spec.paired_methods == ("harmodt-plus",)
-    for part, method, finals in (
+    _write_study_cells(
+        tmp_path,
         ("replay", "mtdt", (0.2, 0.3)),
         ("replay", "harmodt-plus", (0.3, 0.4)),
         ("shared", "harmodt-plus-shared", (0.5, 0.5)),
-    ):
-        for seed, final in enumerate(finals):
-            cell = _cell(method, seed, final, [final])
-            folder = tmp_path / part / "64x2-10k" / DATASET.replace("/", "__")
-            path = folder / method / f"seed{seed}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(cell))
+    )
     label = study["METHOD_LABELS"]["harmodt-plus-shared"]
     section = study["tables"](tmp_path).split(f": {label}\n")[1]
     head = next(line for line in section.splitlines() if line.startswith("| method"))
