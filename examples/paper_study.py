@@ -12,6 +12,7 @@ every 5,000 steps and at the end, on 10 goals per task).
 
     python examples/paper_study.py                  # the commands: two streams
     python examples/paper_study.py --part trend     # the scale trend's cells
+    python examples/paper_study.py --part mt30 --methods mtdt,sparse-static
     python examples/paper_study.py --table          # docs/benchmarks/paper-study.md
 
 Parts, most telling first: ``replay`` (MT5 sub-optimal-replay: build it first
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,15 +155,23 @@ def _run(
     return shlex.join(argv)
 
 
-def commands(part: str, python: str = "python") -> list[str]:
+def commands(
+    part: str, python: str = "python", methods: Sequence[str] = ()
+) -> list[str]:
     """Two streams (one per core), alternating cell by cell. The comparison
     that answers the question (HarmoDT-F in the release's regime against MTDT
     and Sparse-static) runs first for every seed, then the other methods, so
     a session cut short leaves the main comparison with the most seeds. A
-    cell that fails does not stop its stream (it is rerun by the next call)."""
+    cell that fails does not stop its stream (it is rerun by the next call).
+    ``methods``: only these of the part's methods (all when empty)."""
     spec = PARTS[part]
-    first = [m for m in spec.methods if m in KEY_METHODS]
-    rest = [m for m in spec.methods if m not in KEY_METHODS]
+    unknown = sorted(set(methods) - set(spec.methods))
+    if unknown:
+        raise ValueError(f"part {part!r} has no method {unknown}; "
+                         f"its methods: {', '.join(spec.methods)}")  # fmt: skip
+    chosen = [m for m in spec.methods if not methods or m in methods]
+    first = [m for m in chosen if m in KEY_METHODS]
+    rest = [m for m in chosen if m not in KEY_METHODS]
     cells = [
         _run(part, (method,), seed, size, steps, python)
         for size, steps in spec.points
@@ -353,9 +363,17 @@ def main() -> None:
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--results", default=RESULTS)
     parser.add_argument("--python", default="python")
+    parser.add_argument(
+        "--methods", default="", help="comma-separated: only these of the part's"
+    )
     args = parser.parse_args()
     if not args.table:
-        print("\n".join(commands(args.part, args.python)))
+        only = [m for m in args.methods.split(",") if m]
+        try:
+            print("\n".join(commands(args.part, args.python, only)))
+        except ValueError as error:
+            print(f"paper_study.py: error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
         return
     results = Path(args.results)
     Path(TABLE).write_text(tables(results))

@@ -469,3 +469,18 @@ def test_a_paired_part_compares_with_the_paired_method(tmp_path: Path) -> None:
     row = next(line for line in section.splitlines() if line.startswith(f"| {label} "))
     # paired gaps over seeds 0, 1: vs MTDT +30, +20; vs HarmoDT+ +20, +10
     assert "| +25.0 [" in row and "| +15.0 [" in row
+
+
+def test_the_paper_study_commands_of_some_methods(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import runpy
+
+    root = Path(__file__).resolve().parents[3]
+    study = runpy.run_path(str(root / "examples" / "paper_study.py"))
+    lines = " ; ".join(study["commands"]("mt30", "python", ["mtdt", "sparse-static"]))
+    cells = [c for c in lines.split(";") if c.strip()]
+    assert len(cells) == 2 * len(study["PARTS"]["mt30"].seeds)
+    assert all("--methods mtdt " in c or "--methods sparse-static " in c for c in cells)
+    with pytest.raises(ValueError, match="no method \\['nope'\\]"):
+        study["commands"]("mt30", "python", ["nope"])
