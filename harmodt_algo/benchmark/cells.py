@@ -74,6 +74,9 @@ class BenchmarkSettings:
         eval_seed: picks the held-out goals; the same for every method and
             training seed, so cells are paired.
         eval_max_steps: cut evaluation episodes (default: the env's limit).
+        eval_stop_on_success: end each evaluation episode at its first
+            success (the same success rate in fewer env steps; returns are
+            of the shortened episodes); part of the budget when set.
         eval_workers: evaluator worker processes (0: in process).
         target_return: the Decision Transformers' initial return-to-go for
             every task (default: each task's best return in the dataset).
@@ -112,6 +115,7 @@ class BenchmarkSettings:
     eval_episodes: int = 10
     eval_seed: int = 0
     eval_max_steps: int | None = None
+    eval_stop_on_success: bool = False
     eval_workers: int = 0
     target_return: float | None = None
     device: str = "cpu"
@@ -195,6 +199,8 @@ class BenchmarkSettings:
             "eval_episodes": self.eval_episodes,
             "eval_seed": self.eval_seed,
             "eval_max_steps": self.eval_max_steps,
+            # only when set: cells made before it existed stay reusable
+            **({"eval_stop_on_success": True} if self.eval_stop_on_success else {}),
             "target_return": self.target_return,
             "overrides": _jsonable(overrides),
             **({"curve_every": self.curve_every} if self.curve_every else {}),
@@ -362,6 +368,7 @@ class _Evaluations:
             max_steps=settings.eval_max_steps,
             target_returns=targets,
             workers=settings.eval_workers,
+            stop_on_success=settings.eval_stop_on_success,
         )
 
     def _evaluate_curve(self, model: HarmoDT, step: int) -> dict[str, Any]:

@@ -86,6 +86,12 @@ def _add_matrix_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--eval-seed", type=int, default=0, help="held-out goal draw")
     run.add_argument("--eval-max-steps", type=int, help="cut evaluation episodes")
+    run.add_argument(
+        "--eval-stop-on-success",
+        action="store_true",
+        help="end an evaluation episode at its first success (the same success "
+        "rate in fewer env steps; returns are of the shortened episodes)",
+    )
     run.add_argument("--eval-workers", type=int, default=0, help="env processes")
     run.add_argument(
         "--target-return",

@@ -127,6 +127,11 @@ class MultiTaskEvaluator:
         workers: 0 steps the envs in this process; ``W > 0`` in W processes.
         max_parallel: most episodes in flight at once (bounds memory: each
             Meta-World env holds ~20 MB); episodes beyond it run in later waves.
+        stop_on_success: end an episode at its first success. The success
+            rate is the same quantity ("ever succeeded"), reached in fewer env
+            steps; returns and lengths are then those of the shortened
+            episodes (recorded in the result). Not bit-identical to a
+            full-length run: the policy's batch shrinks as episodes end.
 
     The environments (and worker processes) are built on first use and kept
     for later calls; ``close()`` (or ``with``) releases them.
@@ -142,6 +147,7 @@ class MultiTaskEvaluator:
         target_returns: TargetReturns = None,
         workers: int = 0,
         max_parallel: int = 100,
+        stop_on_success: bool = False,
     ):
         self._metadata, self._minari = _split_source(dataset_or_metadata)
         self.suite_tasks: list[str] = list(self._metadata[schema.METADATA_TASKS])
@@ -176,6 +182,7 @@ class MultiTaskEvaluator:
         self.max_steps = max_steps
         self.workers = workers
         self.max_parallel = max_parallel
+        self.stop_on_success = bool(stop_on_success)
         self._target_returns = target_returns
         self._dataset: MultiTaskDataset | None = None
         self._stepper: _Stepper | None = None
@@ -257,6 +264,7 @@ class MultiTaskEvaluator:
             seed=self.seed,
             env_steps=total_steps,
             elapsed_s=time.perf_counter() - start,
+            stop_on_success=self.stop_on_success,
         )
         return self.last_result
 
@@ -287,6 +295,8 @@ class MultiTaskEvaluator:
             success |= succ & active
             if limit is not None:
                 done |= lengths >= limit
+            if self.stop_on_success:
+                done |= success
             active &= ~done
         return [
             EpisodeResult(
@@ -330,7 +340,8 @@ class MultiTaskEvaluator:
     def __repr__(self) -> str:
         return (
             f"MultiTaskEvaluator(tasks={self.tasks}, n_episodes={self.n_episodes}, "
-            f"seed={self.seed}, max_steps={self.max_steps}, workers={self.workers})"
+            f"seed={self.seed}, max_steps={self.max_steps}, workers={self.workers}"
+            + (", stop_on_success=True)" if self.stop_on_success else ")")
         )
 
 
@@ -345,6 +356,7 @@ def evaluate_multitask(
     target_returns: TargetReturns = None,
     workers: int = 0,
     max_parallel: int = 100,
+    stop_on_success: bool = False,
 ) -> EvaluationResult:
     """One-shot :class:`MultiTaskEvaluator` (envs are closed afterwards)."""
     with MultiTaskEvaluator(
@@ -356,5 +368,6 @@ def evaluate_multitask(
         target_returns=target_returns,
         workers=workers,
         max_parallel=max_parallel,
+        stop_on_success=stop_on_success,
     ) as evaluator:
         return evaluator.evaluate(agent)

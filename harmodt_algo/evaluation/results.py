@@ -50,6 +50,8 @@ class EvaluationResult:
 
     The means over tasks weight every task equally (design §7).
     ``elapsed_s`` is wall time and takes no part in equality.
+    ``stop_on_success``: episodes ended at their first success (returns and
+    lengths are of the shortened episodes).
     """
 
     tasks: tuple[TaskResult, ...]
@@ -57,6 +59,7 @@ class EvaluationResult:
     seed: int
     env_steps: int
     elapsed_s: float = dataclasses.field(default=0.0, compare=False)
+    stop_on_success: bool = False
 
     def __getitem__(self, task: str) -> TaskResult:
         for result in self.tasks:
@@ -93,6 +96,7 @@ class EvaluationResult:
             "seed": self.seed,
             "env_steps": self.env_steps,
             "elapsed_s": self.elapsed_s,
+            **({"stop_on_success": True} if self.stop_on_success else {}),
             "success_mean": self.success_mean,
             "return_mean": self.return_mean,
             "tasks": {
@@ -146,8 +150,10 @@ def merge_results(results: list[EvaluationResult]) -> EvaluationResult:
     dataset) made with the same episodes per task and seed."""
     if not results:
         raise ValueError("nothing to merge")
-    if len({(r.n_episodes, r.seed) for r in results}) != 1:
-        raise ValueError("results to merge need the same episodes per task and seed")
+    if len({(r.n_episodes, r.seed, r.stop_on_success) for r in results}) != 1:
+        raise ValueError(
+            "results to merge need the same episodes per task, seed and stop_on_success"
+        )
     if len(results) == 1:
         return results[0]
     return EvaluationResult(
@@ -156,4 +162,5 @@ def merge_results(results: list[EvaluationResult]) -> EvaluationResult:
         seed=results[0].seed,
         env_steps=sum(r.env_steps for r in results),
         elapsed_s=sum(r.elapsed_s for r in results),
+        stop_on_success=results[0].stop_on_success,
     )

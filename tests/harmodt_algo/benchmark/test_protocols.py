@@ -111,6 +111,33 @@ def test_another_curve_episodes_is_another_budget(
     assert path.read_bytes() == before
 
 
+def test_stop_on_success_is_recorded_and_is_another_budget(
+    run: Run,
+    _tiny_recipe_store: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A cell evaluated with episodes cut at their first success says so in
+    its budget and its evaluations, and never reuses a full-length cell."""
+    assert "eval_stop_on_success" not in BenchmarkSettings(steps=4).budget("mtdt")
+    dataset_id = run.record["dataset_id"]
+    capsys.readouterr()
+    assert benchmark.main([*run.args, "--eval-stop-on-success"]) == 2
+    assert "different budget" in capsys.readouterr().err
+    store, _ = _tiny_recipe_store
+    args = [*_args(dataset_id, tmp_path, curve_episodes=1), "--eval-stop-on-success"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(store))
+        assert benchmark.main(args) == 0
+    record = json.loads(cell_path(tmp_path, dataset_id, "mtdt", 0).read_text())
+    assert record["budget"]["eval_stop_on_success"] is True
+    assert record["evaluation"]["stop_on_success"] is True
+    # same goals, same success definition: no episode runs past its success
+    for task in TASKS:
+        for episode in record["evaluation"]["tasks"][task]["episodes"]:
+            assert episode["success"] or episode["length"] == 20
+
+
 def test_curve_episodes_alone_and_too_many_goals_are_refused(
     minari_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -318,6 +345,7 @@ def test_the_paper_study_commands_are_valid() -> None:
                 assert args.eval_episodes == 50 and args.curve_episodes == 10
                 assert args.curve_every == 5000 < args.steps
                 assert args.threads == 1 and args.datasets == spec.dataset
+                assert args.eval_stop_on_success == (part == "mt30")
                 if method == "mtbc":
                     assert overrides["batch_size"] == 256
                 else:

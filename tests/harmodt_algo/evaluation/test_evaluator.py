@@ -8,6 +8,7 @@ scripted-expert policy and a fake stepper check the bookkeeping.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from harmodt_algo.evaluation import (
     ScriptedExperts,
     _goal_selector,
     goal_indices,
+    merge_results,
     one_hot_episodes,
     one_hot_replay_buffer,
     resolve_target_returns,
@@ -233,6 +235,30 @@ def test_success_is_ever_true_and_episodes_end_on_their_own(dataset: Any) -> Non
     # the policy sees the previous step's reward, 0 at the start
     assert policy.rewards[0].tolist() == [0.0, 0.0, 0.0]
     assert policy.rewards[1].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_stop_on_success_ends_an_episode_at_its_first_success(dataset: Any) -> None:
+    """The same success rates as the full-length run above, in fewer steps;
+    the result says its episodes were shortened."""
+    ev = MultiTaskEvaluator(
+        dataset, tasks=["reach-v3"], n_episodes=3, max_steps=8, stop_on_success=True
+    )
+    fake = FakeStepper(ends=[100, 100, 4], success_at=[2, 0, 6])
+    ev._stepper = fake
+    result = ev.evaluate(RecordingPolicy())
+    episodes = result["reach-v3"].episodes
+    assert [e.success for e in episodes] == [True, False, False]
+    assert [e.length for e in episodes] == [2, 8, 4]  # episode 0 stops at step 2
+    assert [e.episode_return for e in episodes] == [2.0, 8.0, 4.0]
+    assert result.env_steps == 14 and result.stop_on_success
+    assert fake.stepped[2].tolist() == [False, True, True]
+    assert result.to_dict()["stop_on_success"] is True
+    assert (
+        "stop_on_success"
+        not in dataclasses.replace(result, stop_on_success=False).to_dict()
+    )
+    with pytest.raises(ValueError, match="stop_on_success"):
+        merge_results([result, dataclasses.replace(result, stop_on_success=False)])
 
 
 def test_waves_and_workers_do_not_change_results(
