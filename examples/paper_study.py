@@ -360,7 +360,7 @@ def tables(results: Path) -> str:
             rows = _rows(folder)
             if rows:
                 cells = load_cells(folder)
-                title = f"## {spec.dataset}, {size.name}, {steps:,} steps"
+                title = f"## {spec.dataset}, {size.name}, {steps:,} steps (`{part}`)"
                 refs: tuple[str, ...] = REFERENCES
                 if spec.paired_with:
                     rows = _paired_rows(results, spec, size, steps, rows)
